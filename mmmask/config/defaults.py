@@ -1,0 +1,241 @@
+"""Every config key of mmmask with its default value, documented in place.
+
+Experiments are YAML files under ``configs/`` that override a few keys (``_BASE_`` inheritance);
+tools take trailing ``KEY VALUE`` overrides. A key that is not defined here is an error.
+"""
+
+from .config import CfgNode as CN
+
+_C = CN()
+# Version of the config format; bumped when keys are renamed.
+_C.VERSION = 1
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+_C.MODEL = CN()
+# Name in META_ARCH_REGISTRY: OpenVocabSegmentor, CLIPPretrainer, SAMTrainer, VQTokenizer, CM3.
+_C.MODEL.META_ARCHITECTURE = "OpenVocabSegmentor"
+# "cpu", "cuda" or "auto" (cuda when available).
+_C.MODEL.DEVICE = "auto"
+# Weights of the whole model (safetensors or a state-dict file); "" = none. The shipped Shapes-OV
+# weights are named "shipped:<file>" and resolve inside the package (mmmask/weights/).
+_C.MODEL.WEIGHTS = ""
+
+# ---- CLIP (frozen image trunk + text tower) -------------------------------------------------
+_C.MODEL.CLIP = CN()
+# open_clip model name: any built-in name (ViT-B-16, convnext_large_d_320, ...) or one of the
+# JSON architectures under configs/clip/ (registered with open_clip at import).
+_C.MODEL.CLIP.MODEL_NAME = "mmmask-shapes-convnext"
+# open_clip pretrained tag (e.g. "laion2b_s29b_b131k_ft_soup", needs network once) or a local
+# file (.safetensors / .pt / .bin state dict). "" = random init (training from scratch, tests).
+_C.MODEL.CLIP.PRETRAINED = ""
+# Keep the CLIP weights frozen during segmentation training.
+_C.MODEL.CLIP.FROZEN = True
+# Prompt templates for the text classifier: "shapes", "imagenet" (ViLD-style ensemble) or "single".
+_C.MODEL.CLIP.PROMPT_TEMPLATES = "shapes"
+# Image size CLIP was trained at (used by crop-and-classify baselines and pretraining).
+_C.MODEL.CLIP.IMAGE_SIZE = 64
+# Feature names of the trunk handed to the mask generator (multi-scale, finest first).
+_C.MODEL.CLIP.FEATURES = ["res2", "res3", "res4", "res5"]
+# Entries kept in the text-embedding cache (keyed by prompt); 0 disables it.
+_C.MODEL.CLIP.TEXT_CACHE_SIZE = 4096
+
+# ---- Mask generator -------------------------------------------------------------------------
+_C.MODEL.MASK_GENERATOR = CN()
+# Name in MASK_GENERATOR_REGISTRY: "PMP" or "SAM".
+_C.MODEL.MASK_GENERATOR.NAME = "PMP"
+
+# PMP: Mask2Former-style pixel decoder + masked-attention query decoder, with cross-attention from
+# the queries to the vocabulary's text tokens (TEXT_CROSS_ATTN False = plain query decoder).
+_C.MODEL.PMP = CN()
+_C.MODEL.PMP.NUM_QUERIES = 50
+_C.MODEL.PMP.HIDDEN_DIM = 128
+_C.MODEL.PMP.MASK_DIM = 128
+_C.MODEL.PMP.NHEADS = 4
+_C.MODEL.PMP.DIM_FEEDFORWARD = 512
+# Decoder layers (cycled over the three coarsest feature scales, as in Mask2Former).
+_C.MODEL.PMP.DEC_LAYERS = 6
+_C.MODEL.PMP.PRE_NORM = False
+_C.MODEL.PMP.DROPOUT = 0.0
+# Conv layers of the pixel decoder (FPN-style) per level.
+_C.MODEL.PMP.PIXEL_DECODER_CONVS = 1
+# PMP's cross-attention from the queries to the vocabulary text tokens in every decoder layer.
+_C.MODEL.PMP.TEXT_CROSS_ATTN = True
+# Auxiliary losses on every decoder layer (deep supervision).
+_C.MODEL.PMP.DEEP_SUPERVISION = True
+# Loss weights and the "no object" class weight.
+_C.MODEL.PMP.CLASS_WEIGHT = 2.0
+_C.MODEL.PMP.MASK_WEIGHT = 5.0
+_C.MODEL.PMP.DICE_WEIGHT = 5.0
+_C.MODEL.PMP.NO_OBJECT_WEIGHT = 0.1
+# Point-sampled mask losses (uncertainty-based importance sampling); 0 = use every pixel.
+_C.MODEL.PMP.TRAIN_NUM_POINTS = 3136
+_C.MODEL.PMP.OVERSAMPLE_RATIO = 3.0
+_C.MODEL.PMP.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+# SAM (segment-anything): a second mask generator, automatic or prompted.
+_C.MODEL.SAM = CN()
+# "vit_b", "vit_l", "vit_h" (official shapes) or "custom" (the ENCODER_* keys below).
+_C.MODEL.SAM.VARIANT = "custom"
+# Local SAM checkpoint (official .pth or safetensors); "" = random init.
+_C.MODEL.SAM.CHECKPOINT = ""
+_C.MODEL.SAM.IMAGE_SIZE = 256
+_C.MODEL.SAM.ENCODER_EMBED_DIM = 96
+_C.MODEL.SAM.ENCODER_DEPTH = 2
+_C.MODEL.SAM.ENCODER_NUM_HEADS = 4
+_C.MODEL.SAM.ENCODER_GLOBAL_ATTN_INDEXES = [1]
+_C.MODEL.SAM.PATCH_SIZE = 16
+_C.MODEL.SAM.PROMPT_EMBED_DIM = 128
+# Automatic mask generator settings (those of SamAutomaticMaskGenerator).
+_C.MODEL.SAM.POINTS_PER_SIDE = 16
+_C.MODEL.SAM.POINTS_PER_BATCH = 64
+_C.MODEL.SAM.PRED_IOU_THRESH = 0.88
+_C.MODEL.SAM.STABILITY_SCORE_THRESH = 0.95
+_C.MODEL.SAM.STABILITY_SCORE_OFFSET = 1.0
+_C.MODEL.SAM.BOX_NMS_THRESH = 0.7
+_C.MODEL.SAM.CROP_N_LAYERS = 0
+_C.MODEL.SAM.MIN_MASK_REGION_AREA = 0
+# SAM training: what to freeze, prompts sampled from GT masks, losses.
+_C.MODEL.SAM.FREEZE_IMAGE_ENCODER = False
+_C.MODEL.SAM.FREEZE_PROMPT_ENCODER = False
+_C.MODEL.SAM.NUM_CORRECTION_CLICKS = 2
+_C.MODEL.SAM.BOX_PROMPT_PROB = 0.5
+_C.MODEL.SAM.FOCAL_WEIGHT = 20.0
+_C.MODEL.SAM.DICE_WEIGHT = 1.0
+_C.MODEL.SAM.IOU_WEIGHT = 1.0
+
+# ---- Mask classifier ------------------------------------------------------------------------
+_C.MODEL.MASK_CLASSIFIER = CN()
+# Name in MASK_CLASSIFIER_REGISTRY: "MaskAdapter" or "MaskPooling".
+_C.MODEL.MASK_CLASSIFIER.NAME = "MaskAdapter"
+
+_C.MODEL.MASK_ADAPTER = CN()
+# Channels of the adapter's ConvNeXt-style blocks.
+_C.MODEL.MASK_ADAPTER.HIDDEN_DIM = 128
+_C.MODEL.MASK_ADAPTER.NUM_BLOCKS = 2
+# K semantic activation maps per mask.
+_C.MODEL.MASK_ADAPTER.NUM_MAPS = 8
+# Masks are downscaled to the CLIP dense map size times this factor before fusion.
+_C.MODEL.MASK_ADAPTER.MASK_DOWNSAMPLE = 4
+# IoU threshold for matching predicted masks to ground truth (IoU matching, not Hungarian).
+_C.MODEL.MASK_ADAPTER.IOU_THRESHOLD = 0.7
+# Mask consistency loss weight and classification loss weight.
+_C.MODEL.MASK_ADAPTER.CONSISTENCY_WEIGHT = 1.0
+_C.MODEL.MASK_ADAPTER.CLASS_WEIGHT = 1.0
+# Training masks: "gt" (warm-up on ground-truth masks) or "mixed" (GT + predicted masks).
+_C.MODEL.MASK_ADAPTER.TRAIN_MASKS = "gt"
+# Predicted masks per image used in mixed training.
+_C.MODEL.MASK_ADAPTER.NUM_PRED_MASKS = 16
+# Initial temperature of the cosine logits (learned).
+_C.MODEL.MASK_ADAPTER.LOGIT_SCALE = 50.0
+
+# ---- Inference ------------------------------------------------------------------------------
+_C.MODEL.TEST = CN()
+# Masks with a best non-void score under this are dropped (panoptic/instance).
+_C.MODEL.TEST.OBJECT_MASK_THRESHOLD = 0.5
+_C.MODEL.TEST.OVERLAP_THRESHOLD = 0.8
+_C.MODEL.TEST.DETECTIONS_PER_IMAGE = 100
+# Classify only the top-N proposals by objectness (0 = all): the cost saver at 250 queries.
+_C.MODEL.TEST.MAX_MASKS_CLASSIFIED = 0
+# FC-CLIP-style in-/out-of-vocabulary geometric ensemble of the generator's classes and CLIP's.
+_C.MODEL.ENSEMBLE = CN()
+_C.MODEL.ENSEMBLE.ENABLED = False
+# Weight of CLIP's score for classes seen in training (ALPHA) and unseen (BETA).
+_C.MODEL.ENSEMBLE.ALPHA = 0.4
+_C.MODEL.ENSEMBLE.BETA = 0.8
+
+# --------------------------------------------------------------------------------------------
+# Causal-masked generation (CM3)
+# --------------------------------------------------------------------------------------------
+_C.CM3 = CN()
+_C.CM3.N_LAYER = 4
+_C.CM3.N_HEAD = 4
+_C.CM3.N_EMBD = 256
+_C.CM3.BLOCK_SIZE = 320
+_C.CM3.DROPOUT = 0.0
+# CM3 span masking: number of spans ~ Poisson(POISSON_LAMBDA) clamped to [0, MAX_SPANS];
+# 0 spans for every document = plain causal language modelling (the baseline).
+_C.CM3.POISSON_LAMBDA = 1.0
+_C.CM3.MAX_SPANS = 3
+_C.CM3.CAUSAL_ONLY = False
+_C.CM3.VQ = CN()
+_C.CM3.VQ.IMAGE_SIZE = 64
+_C.CM3.VQ.DOWNSAMPLE = 4
+_C.CM3.VQ.CODEBOOK_SIZE = 256
+_C.CM3.VQ.CODEBOOK_DIM = 32
+_C.CM3.VQ.HIDDEN_DIM = 64
+# Shipped/ local VQ weights used by CM3 training and generation.
+_C.CM3.VQ.WEIGHTS = ""
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+_C.DATASETS = CN()
+# Names registered in DatasetCatalog (e.g. "shapes_ov_train", "shapes_ov_test").
+_C.DATASETS.TRAIN = ("shapes_ov_train",)
+_C.DATASETS.TEST = ("shapes_ov_val",)
+# Size of the Shapes-OV splits (images) and the image side in pixels.
+_C.DATASETS.SHAPES = CN()
+_C.DATASETS.SHAPES.TRAIN_SIZE = 20000
+_C.DATASETS.SHAPES.VAL_SIZE = 200
+_C.DATASETS.SHAPES.TEST_SIZE = 500
+_C.DATASETS.SHAPES.IMAGE_SIZE = 128
+_C.DATASETS.SHAPES.SEED = 0
+
+_C.INPUT = CN()
+# Name in DATA_MAPPER_REGISTRY turning a catalog record into the model's input dict.
+_C.INPUT.DATASET_MAPPER = "SegmentationMapper"
+# Training crop / resize target (square) and large-scale-jitter scale range.
+_C.INPUT.IMAGE_SIZE = 128
+_C.INPUT.MIN_SCALE = 0.5
+_C.INPUT.MAX_SCALE = 1.5
+_C.INPUT.RANDOM_FLIP = True
+# Test-time: the shorter side is resized to this (0 = keep the image size).
+_C.INPUT.TEST_SIZE = 0
+# Largest image side accepted at inference; bigger images are downscaled, never rejected.
+_C.INPUT.MAX_SIDE = 4096
+# Images with more pixels than this are refused before decoding (decompression bombs).
+_C.INPUT.MAX_PIXELS = 100_000_000
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 0
+
+# --------------------------------------------------------------------------------------------
+# Solver / training
+# --------------------------------------------------------------------------------------------
+_C.SOLVER = CN()
+_C.SOLVER.OPTIMIZER = "ADAMW"
+_C.SOLVER.BASE_LR = 1e-4
+_C.SOLVER.WEIGHT_DECAY = 0.05
+_C.SOLVER.BETAS = (0.9, 0.999)
+# Global batch size (split over processes).
+_C.SOLVER.IMS_PER_BATCH = 16
+_C.SOLVER.MAX_ITER = 1000
+# "cosine", "poly" or "constant", after a linear warm-up.
+_C.SOLVER.LR_SCHEDULER = "cosine"
+_C.SOLVER.WARMUP_ITERS = 50
+_C.SOLVER.CLIP_GRADIENTS = 1.0
+# Mixed precision (bf16 on CPU, fp16 with a scaler on CUDA).
+_C.SOLVER.AMP = False
+_C.SOLVER.CHECKPOINT_PERIOD = 500
+# Keep this many periodic checkpoints (older ones are deleted).
+_C.SOLVER.KEEP_LAST = 2
+
+_C.TEST = CN()
+# Run evaluation every EVAL_PERIOD iterations (0 = only at the end).
+_C.TEST.EVAL_PERIOD = 0
+# Task evaluated by default: "semantic", "panoptic" or "instance".
+_C.TEST.TASK = "semantic"
+# mIoU averaged over classes present in the ground truth (True) or over all classes (False).
+_C.TEST.MIOU_PRESENT_ONLY = True
+
+# Log every N iterations (console, metrics.jsonl, TensorBoard).
+_C.LOG_PERIOD = 20
+_C.OUTPUT_DIR = "./output"
+# Seed for python, numpy and torch (per rank: SEED + rank). -1 = random.
+_C.SEED = 0
+# Deterministic algorithms; with it on, a resumed run repeats the uninterrupted one exactly.
+_C.DETERMINISTIC = False
+# Threads for intra-op parallelism on the CPU (0 = torch's default).
+_C.NUM_THREADS = 0
