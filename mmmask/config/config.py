@@ -115,7 +115,9 @@ def configurable(init_func: Callable) -> Callable:
     """Decorate ``__init__`` so that ``cls(cfg, **overrides)`` calls ``cls.from_config(cfg)``.
 
     ``from_config(cls, cfg) -> dict`` turns a config into the keyword arguments of ``__init__``;
-    keywords passed next to ``cfg`` override what ``from_config`` returned.
+    keywords passed next to ``cfg`` override what ``from_config`` returned, except positional
+    arguments after ``cfg`` and keywords named in ``from_config``'s signature, which are passed
+    to ``from_config`` (``Mapper(cfg, is_train)`` with ``from_config(cls, cfg, is_train)``).
     """
     assert inspect.isfunction(init_func) and init_func.__name__ == "__init__"
 
@@ -126,7 +128,10 @@ def configurable(init_func: Callable) -> Callable:
             if from_config is None:
                 raise AttributeError(f"{type(self).__name__} needs a from_config classmethod")
             cfg = args[0] if args else kwargs.pop("cfg")
-            explicit = from_config(cfg)
+            # Positional arguments after cfg, and keywords that from_config names, go to it.
+            params = inspect.signature(from_config).parameters
+            extra = {k: kwargs.pop(k) for k in list(kwargs) if k in params and k != "cfg"}
+            explicit = from_config(cfg, *args[1:], **extra)
             explicit.update({k: v for k, v in kwargs.items() if k != "cfg"})
             init_func(self, **explicit)
         else:

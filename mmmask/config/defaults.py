@@ -22,6 +22,10 @@ _C.MODEL.DEVICE = "auto"
 # weights are named "shipped:<file>" and resolve inside the package (mmmask/weights/).
 _C.MODEL.WEIGHTS = ""
 
+# Which parts are trained (the staged recipe: generator first, then the classifier).
+_C.MODEL.TRAIN_GENERATOR = True
+_C.MODEL.TRAIN_CLASSIFIER = False
+
 # ---- CLIP (frozen image trunk + text tower) -------------------------------------------------
 _C.MODEL.CLIP = CN()
 # open_clip model name: any built-in name (ViT-B-16, convnext_large_d_320, ...) or one of the
@@ -73,6 +77,8 @@ _C.MODEL.PMP.NO_OBJECT_WEIGHT = 0.1
 _C.MODEL.PMP.TRAIN_NUM_POINTS = 3136
 _C.MODEL.PMP.OVERSAMPLE_RATIO = 3.0
 _C.MODEL.PMP.IMPORTANCE_SAMPLE_RATIO = 0.75
+# Initial temperature of the generator's cosine class logits (learned, capped at 100).
+_C.MODEL.PMP.LOGIT_SCALE = 20.0
 
 # SAM (segment-anything): a second mask generator, automatic or prompted.
 _C.MODEL.SAM = CN()
@@ -87,6 +93,11 @@ _C.MODEL.SAM.ENCODER_NUM_HEADS = 4
 _C.MODEL.SAM.ENCODER_GLOBAL_ATTN_INDEXES = [1]
 _C.MODEL.SAM.PATCH_SIZE = 16
 _C.MODEL.SAM.PROMPT_EMBED_DIM = 128
+# Window size of the encoder's windowed-attention blocks (official: 14).
+_C.MODEL.SAM.WINDOW_SIZE = 14
+# Two-way transformer of the mask decoder: MLP width and heads (official: 2048, 8).
+_C.MODEL.SAM.DECODER_MLP_DIM = 2048
+_C.MODEL.SAM.DECODER_NUM_HEADS = 8
 # Automatic mask generator settings (those of SamAutomaticMaskGenerator).
 _C.MODEL.SAM.POINTS_PER_SIDE = 16
 _C.MODEL.SAM.POINTS_PER_BATCH = 64
@@ -104,6 +115,10 @@ _C.MODEL.SAM.BOX_PROMPT_PROB = 0.5
 _C.MODEL.SAM.FOCAL_WEIGHT = 20.0
 _C.MODEL.SAM.DICE_WEIGHT = 1.0
 _C.MODEL.SAM.IOU_WEIGHT = 1.0
+# GT masks sampled per image per training step (prompts are drawn from these).
+_C.MODEL.SAM.MAX_MASKS_PER_IMAGE = 8
+# Box prompts are jittered by up to this fraction of the box side per coordinate (max 20 px).
+_C.MODEL.SAM.BOX_JITTER = 0.1
 
 # ---- Mask classifier ------------------------------------------------------------------------
 _C.MODEL.MASK_CLASSIFIER = CN()
@@ -129,6 +144,12 @@ _C.MODEL.MASK_ADAPTER.TRAIN_MASKS = "gt"
 _C.MODEL.MASK_ADAPTER.NUM_PRED_MASKS = 16
 # Initial temperature of the cosine logits (learned).
 _C.MODEL.MASK_ADAPTER.LOGIT_SCALE = 50.0
+# Masks run through the adapter's conv blocks in chunks of this many (bounds memory); 0 = all.
+_C.MODEL.MASK_ADAPTER.CHUNK_SIZE = 64
+# Weight of the void class in the adapter's cross-entropy (unmatched predicted masks).
+_C.MODEL.MASK_ADAPTER.VOID_WEIGHT = 0.1
+# Mixed training: predicted masks matching no GT are labelled void (True) or ignored (False).
+_C.MODEL.MASK_ADAPTER.UNMATCHED_AS_VOID = True
 
 # ---- Inference ------------------------------------------------------------------------------
 _C.MODEL.TEST = CN()
@@ -152,7 +173,9 @@ _C.CM3 = CN()
 _C.CM3.N_LAYER = 4
 _C.CM3.N_HEAD = 4
 _C.CM3.N_EMBD = 256
-_C.CM3.BLOCK_SIZE = 320
+# Longest token sequence (positions): a masked document is caption + markup + image tokens + 2
+# tokens per span + <eos>; longer captions are cut at a word boundary to fit.
+_C.CM3.BLOCK_SIZE = 256
 _C.CM3.DROPOUT = 0.0
 # CM3 span masking: number of spans ~ Poisson(POISSON_LAMBDA) clamped to [0, MAX_SPANS];
 # 0 spans for every document = plain causal language modelling (the baseline).
@@ -161,12 +184,43 @@ _C.CM3.MAX_SPANS = 3
 _C.CM3.CAUSAL_ONLY = False
 _C.CM3.VQ = CN()
 _C.CM3.VQ.IMAGE_SIZE = 64
-_C.CM3.VQ.DOWNSAMPLE = 4
+# Encoder stride (power of 2): IMAGE_SIZE / DOWNSAMPLE image tokens per side (64 / 8 = 8x8).
+_C.CM3.VQ.DOWNSAMPLE = 8
 _C.CM3.VQ.CODEBOOK_SIZE = 256
 _C.CM3.VQ.CODEBOOK_DIM = 32
+# Width of the first encoder stage (doubled after the first downsampling).
 _C.CM3.VQ.HIDDEN_DIM = 64
+# Weight of the commitment loss (encoder output pulled towards its code).
+_C.CM3.VQ.COMMITMENT_WEIGHT = 0.25
+# EMA decay of the codebook updates.
+_C.CM3.VQ.EMA_DECAY = 0.9
+# Initialise the codebook with k-means on the first training batch.
+_C.CM3.VQ.KMEANS_INIT = True
+# Codes whose EMA usage falls below this are re-seeded from batch features (0 = never).
+_C.CM3.VQ.DEAD_CODE_THRESHOLD = 1.0
+# Reconstruction loss in [-1, 1] pixel space: "l1" or "mse".
+_C.CM3.VQ.RECON_LOSS = "l1"
+# Weight of an L1 loss on image gradients (sharper shape edges); 0 = off.
+_C.CM3.VQ.EDGE_LOSS_WEIGHT = 0.1
 # Shipped/ local VQ weights used by CM3 training and generation.
 _C.CM3.VQ.WEIGHTS = ""
+# Number of <mask:i> sentinel tokens in the vocabulary (>= MAX_SPANS; infilling may use more).
+_C.CM3.NUM_SENTINELS = 8
+# Probability that a training document's single span is exactly its caption (teaches captioning
+# as alt-text infilling); the other documents get uniform random spans. Ignored with CAUSAL_ONLY.
+_C.CM3.CAPTION_SPAN_PROB = 0.25
+# Probability that a training caption is replaced by "" (unconditional image documents, needed by
+# classifier-free guidance).
+_C.CM3.CAPTION_DROP_PROB = 0.1
+# Generation defaults of the CM3 generator (api/CLI/demo).
+_C.CM3.GENERATE = CN()
+# Classifier-free guidance scale for text-to-image and image infilling (1 = no guidance).
+_C.CM3.GENERATE.CFG_SCALE = 3.0
+# Sampling temperature for images (0 = greedy) and top-k (0 = off).
+_C.CM3.GENERATE.TEMPERATURE = 1.0
+_C.CM3.GENERATE.TOP_K = 64
+# Longest generated caption / text infill in bytes.
+_C.CM3.GENERATE.MAX_TEXT_TOKENS = 120
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -191,6 +245,10 @@ _C.INPUT.IMAGE_SIZE = 128
 _C.INPUT.MIN_SCALE = 0.5
 _C.INPUT.MAX_SCALE = 1.5
 _C.INPUT.RANDOM_FLIP = True
+# Training resize: "lsj" (large-scale jitter: fit IMAGE_SIZE * U[MIN_SCALE, MAX_SCALE], then
+# crop/pad to IMAGE_SIZE) or "shortest_edge" (shorter side to a random size in that range, then
+# crop/pad to IMAGE_SIZE).
+_C.INPUT.TRAIN_AUGMENTATION = "lsj"
 # Test-time: the shorter side is resized to this (0 = keep the image size).
 _C.INPUT.TEST_SIZE = 0
 # Largest image side accepted at inference; bigger images are downscaled, never rejected.
@@ -221,6 +279,15 @@ _C.SOLVER.AMP = False
 _C.SOLVER.CHECKPOINT_PERIOD = 500
 # Keep this many periodic checkpoints (older ones are deleted).
 _C.SOLVER.KEEP_LAST = 2
+# Engine: SGD momentum (SOLVER.OPTIMIZER "SGD"; the other choice is "ADAMW").
+_C.SOLVER.MOMENTUM = 0.9
+# Engine: the warm-up ramps the learning rate linearly from BASE_LR * WARMUP_FACTOR to BASE_LR.
+_C.SOLVER.WARMUP_FACTOR = 0.001
+# Engine: exponent of the "poly" schedule, lr = BASE_LR * (1 - progress) ** POLY_POWER.
+_C.SOLVER.POLY_POWER = 0.9
+# Engine: DistributedDataParallel(find_unused_parameters=...); True when some parameters get no
+# gradient in a step (e.g. a branch switched off during warm-up).
+_C.SOLVER.FIND_UNUSED_PARAMETERS = False
 
 _C.TEST = CN()
 # Run evaluation every EVAL_PERIOD iterations (0 = only at the end).

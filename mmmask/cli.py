@@ -1,0 +1,164 @@
+"""The ``mmmask`` console command: segment, generate, demo.
+
+Every sub-command answers bad input with one line on stderr and a non-zero exit status; set
+``MMMASK_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config-file", default=None, metavar="F",
+                   help="model config (default: the shipped Shapes-OV model)")
+    p.add_argument("--weights", default=None, metavar="W", help="weights file (overrides MODEL.WEIGHTS)")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: MODEL.DEVICE)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmmask",
+        description="Open-vocabulary segmentation (PMP / SAM + Mask-Adapter) and causal-masked "
+                    "multimodal generation (CM3).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    seg = sub.add_parser("segment", help="segment images for any vocabulary")
+    seg.add_argument("images", nargs="+", metavar="IMAGE")
+    voc = seg.add_mutually_exclusive_group()
+    voc.add_argument("--vocab", default=None, metavar="V",
+                     help="classes split by ',', synonyms by '|': \"person|people,car,grass|lawn\"")
+    voc.add_argument("--vocab-file", default=None, metavar="F",
+                     help="one class per line, synonyms split by ',' (optional 'id:' prefix)")
+    seg.add_argument("--task", default="semantic", choices=["semantic", "panoptic", "instance"])
+    seg.add_argument("--generator", default="pmp", choices=["pmp", "sam"])
+    seg.add_argument("--score-threshold", type=float, default=0.0)
+    seg.add_argument("--out", default="mmmask_out", metavar="DIR", help="output folder")
+    _add_model_args(seg)
+
+    gen = sub.add_parser("generate", help="caption images, generate or infill images (CM3)")
+    gsub = gen.add_subparsers(dest="mode", metavar="MODE")
+    cap = gsub.add_parser("caption", help="print one caption per image: STEM<TAB>caption")
+    cap.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_model_args(cap)
+    img = gsub.add_parser("image", help="generate an image from text")
+    img.add_argument("text", metavar="TEXT")
+    img.add_argument("--out", required=True, metavar="F.png")
+    img.add_argument("--seed", type=int, default=0)
+    img.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance scale")
+    _add_model_args(img)
+    inf = gsub.add_parser("infill", help="regenerate a region of an image from a prompt")
+    inf.add_argument("image", metavar="IMAGE")
+    region = inf.add_mutually_exclusive_group(required=True)
+    region.add_argument("--box", metavar="x0,y0,x1,y1")
+    region.add_argument("--mask", metavar="M.png")
+    region.add_argument("--vocab-target", metavar="LABEL",
+                        help="segment the image and regenerate this label's region")
+    inf.add_argument("--prompt", required=True, metavar="TEXT")
+    inf.add_argument("--out", required=True, metavar="F.png")
+    inf.add_argument("--seed", type=int, default=0)
+    _add_model_args(inf)
+
+    demo = sub.add_parser("demo", help="start the Gradio demo")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--share", action="store_true", help=argparse.SUPPRESS)
+    _add_model_args(demo)
+    return parser
+
+
+def _vocab(args):
+    from mmmask.data.vocab import parse_vocab, read_vocab_file
+
+    if args.vocab_file:
+        return read_vocab_file(args.vocab_file)
+    if args.vocab is not None:
+        return parse_vocab(args.vocab)
+    return None
+
+
+def cmd_segment(args) -> int:
+    from mmmask.data.image_io import read_image
+    from mmmask.predictor import SegmentationPredictor, write_result
+
+    vocab = _vocab(args)
+    missing = [p for p in args.images if not os.path.isfile(p)]
+    if missing:
+        raise CLIError(f"image not found: {', '.join(missing)}")
+    predictor = SegmentationPredictor.from_files(args.config_file, args.weights, args.opts, args.device)
+    failed = 0
+    for path in args.images:
+        try:
+            image = read_image(path)
+            result = predictor.predict(image, vocab, task=args.task, generator=args.generator,
+                                       score_threshold=args.score_threshold)
+        except ValueError as e:  # one bad image does not stop the others
+            print(f"error: {path}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        png, js = write_result(result, image, path, args.out)
+        labels = sorted({s["label"] for s in result.segments})
+        print(f"{path}: {len(result.segments)} segments ({', '.join(labels)}) -> {png}, {js}")
+    return 1 if failed else 0
+
+
+def cmd_generate(args) -> int:
+    from mmmask.cm3.cli import run_generate
+
+    return run_generate(args)
+
+
+def cmd_demo(args) -> int:
+    import importlib.util
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parents[1] / "demo" / "app.py"
+    if not app.is_file():
+        raise CLIError(f"the demo app is not installed ({app}); run from a source checkout")
+    spec = importlib.util.spec_from_file_location("mmmask_demo_app", app)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.launch(host=args.host, port=args.port, config_file=args.config_file,
+                         weights=args.weights, opts=args.opts, device=args.device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None or (args.command == "generate" and args.mode is None):
+        parser.print_help() if args.command is None else parser.parse_args(["generate", "-h"])
+        return EXIT_USAGE
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    handler = {"segment": cmd_segment, "generate": cmd_generate, "demo": cmd_demo}[args.command]
+    if os.environ.get("MMMASK_DEBUG"):
+        return handler(args)
+    from mmmask.config import ConfigError
+
+    try:
+        return handler(args)
+    except (CLIError, ConfigError, ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg.strip().splitlines()[0] if msg.strip() else type(e).__name__}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback dump
+        print(f"error: unexpected {type(e).__name__}: {e} (MMMASK_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""CLIP over open_clip: model creation, the frozen backbone, the text classifier, pretraining."""
+
+from .backbone import CLIPBackbone
+from .models import create_clip, list_clip_models
+from .pretrain import CLIPPretrainer
+from .text import PROMPT_TEMPLATES, TextEncoder, synonym_index
+
+__all__ = ["CLIPBackbone", "create_clip", "list_clip_models", "PROMPT_TEMPLATES", "TextEncoder",
+           "synonym_index"]

@@ -1,0 +1,263 @@
+"""OpenVocabSegmentor: CLIP backbone + mask generator + mask classifier, composed by passing in.
+
+One image pass: the frozen CLIP trunk runs once; its multi-scale maps feed the mask generator and
+its dense map feeds the mask classifier. Training trains the generator, the classifier or both
+(the staged recipe in ``configs/shapes/``); inference returns semantic, panoptic and instance
+results for any vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmmask.config import configurable
+from mmmask.data.vocab import Vocabulary
+from mmmask.registry import (BACKBONE_REGISTRY, MASK_CLASSIFIER_REGISTRY, MASK_GENERATOR_REGISTRY,
+                             META_ARCH_REGISTRY)
+
+from ..clip.text import synonym_index
+from ..iou_matching import build_adapter_targets, collate_adapter_targets
+from ..postprocess import (combine_class_probs, instance_inference, max_over_synonyms,
+                           panoptic_inference, resize_masks, semantic_inference)
+
+__all__ = ["OpenVocabSegmentor", "default_vocabulary"]
+
+
+def default_vocabulary(dataset_name: str, seen_only: bool = False) -> tuple[Vocabulary, list[bool]]:
+    """The vocabulary of a catalog dataset and its thing flags (``seen_only``: training classes)."""
+    from mmmask.data.catalog import MetadataCatalog
+
+    meta = MetadataCatalog.get(dataset_name)
+    seen = getattr(meta, "is_seen", None)
+    vocab = Vocabulary.from_names(meta.classes, seen=seen)
+    is_thing = list(getattr(meta, "is_thing", [True] * len(vocab)))
+    return vocab, is_thing
+
+
+@META_ARCH_REGISTRY.register()
+class OpenVocabSegmentor(nn.Module):
+    """Open-vocabulary segmentation model.
+
+    ``forward(batch)`` takes a list of model-input dicts (``image`` uint8 [3,H,W], ``height``,
+    ``width`` and for training ``instances``/``sem_seg``); train mode returns a loss dict, eval
+    mode one dict per image with ``sem_seg`` [C,H,W], ``panoptic_seg`` and ``instances``.
+    """
+
+    @configurable
+    def __init__(self, *, backbone: nn.Module, mask_generator: nn.Module, classifier: nn.Module,
+                 vocabulary: Vocabulary, is_thing: list[bool], train_generator: bool = True,
+                 train_classifier: bool = False, adapter_masks: str = "gt",
+                 adapter_iou_threshold: float = 0.7, adapter_num_pred: int = 16,
+                 object_mask_threshold: float = 0.5, overlap_threshold: float = 0.8,
+                 detections_per_image: int = 100, max_masks_classified: int = 0,
+                 ensemble: bool = False, alpha: float = 0.4, beta: float = 0.8,
+                 tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
+                 size_divisibility: int = 32):
+        super().__init__()
+        self.backbone = backbone
+        self.mask_generator = mask_generator
+        self.classifier = classifier
+        self.train_generator = train_generator
+        self.train_classifier = train_classifier
+        self.adapter_masks = adapter_masks
+        self.adapter_iou_threshold = adapter_iou_threshold
+        self.adapter_num_pred = adapter_num_pred
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        self.detections_per_image = detections_per_image
+        self.max_masks_classified = max_masks_classified
+        self.ensemble, self.alpha, self.beta = ensemble, alpha, beta
+        self.tasks = tuple(tasks)
+        self.size_divisibility = size_divisibility
+        self.train_vocabulary = vocabulary
+        self.set_vocabulary(vocabulary, is_thing)
+        for module, on in ((mask_generator, train_generator), (classifier, train_classifier)):
+            for p in module.parameters():
+                p.requires_grad_(on)
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = BACKBONE_REGISTRY.get("CLIPBackbone")(cfg)
+        generator = MASK_GENERATOR_REGISTRY.get(cfg.MODEL.MASK_GENERATOR.NAME)(
+            cfg, input_shape=backbone.output_shape(), embed_dim=backbone.embed_dim)
+        classifier = MASK_CLASSIFIER_REGISTRY.get(cfg.MODEL.MASK_CLASSIFIER.NAME)(
+            cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim)
+        name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else cfg.DATASETS.TEST[0]
+        vocab, is_thing = default_vocabulary(name)
+        t = cfg.MODEL.TEST
+        return {
+            "backbone": backbone, "mask_generator": generator, "classifier": classifier,
+            "vocabulary": vocab, "is_thing": is_thing,
+            "train_generator": cfg.MODEL.TRAIN_GENERATOR,
+            "train_classifier": cfg.MODEL.TRAIN_CLASSIFIER,
+            "adapter_masks": cfg.MODEL.MASK_ADAPTER.TRAIN_MASKS,
+            "adapter_iou_threshold": cfg.MODEL.MASK_ADAPTER.IOU_THRESHOLD,
+            "adapter_num_pred": cfg.MODEL.MASK_ADAPTER.NUM_PRED_MASKS,
+            "object_mask_threshold": t.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": t.OVERLAP_THRESHOLD,
+            "detections_per_image": t.DETECTIONS_PER_IMAGE,
+            "max_masks_classified": t.MAX_MASKS_CLASSIFIED,
+            "ensemble": cfg.MODEL.ENSEMBLE.ENABLED, "alpha": cfg.MODEL.ENSEMBLE.ALPHA,
+            "beta": cfg.MODEL.ENSEMBLE.BETA,
+        }
+
+    # -- vocabulary --------------------------------------------------------------------------
+    def set_vocabulary(self, vocab: Vocabulary, is_thing: list[bool] | None = None) -> None:
+        """Use ``vocab`` for inference; classes seen in training are found by their labels."""
+        self.vocabulary = vocab
+        self.is_thing = list(is_thing) if is_thing is not None else [True] * len(vocab)
+        if len(self.is_thing) != len(vocab):
+            raise ValueError("is_thing needs one flag per vocabulary class")
+        self._syn_index = synonym_index(vocab)
+        train = self.train_vocabulary
+        train_seen = train.seen or (True,) * len(train)
+        seen_labels = {c[0].lower() for c, s in zip(train.classes, train_seen) if s}
+        self._seen = torch.tensor([c[0].lower() in seen_labels for c in vocab.classes])
+
+    def text_embeddings(self) -> torch.Tensor:
+        """Tensor[S, D_emb] for the current vocabulary (cached by the backbone per prompt)."""
+        return self.backbone.encode_vocabulary(self.vocabulary).to(self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.pixel_mean.device
+
+    # -- shared steps ------------------------------------------------------------------------
+    def _images(self, batch: list[dict]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Normalise and pad to a common size divisible by ``size_divisibility``."""
+        sizes = [tuple(d["image"].shape[-2:]) for d in batch]
+        d = self.size_divisibility
+        h = max(s[0] for s in sizes)
+        w = max(s[1] for s in sizes)
+        h, w = (h + d - 1) // d * d, (w + d - 1) // d * d
+        out = torch.zeros(len(batch), 3, h, w, device=self.device)
+        for i, item in enumerate(batch):
+            img = self.backbone.normalize(item["image"].to(self.device))
+            out[i, :, : img.shape[1], : img.shape[2]] = img
+        return out, sizes
+
+    def _aggregate(self, logits: torch.Tensor) -> torch.Tensor:
+        return max_over_synonyms(logits, self._syn_index, len(self.vocabulary))
+
+    def _padded_targets(self, batch: list[dict], size: tuple[int, int]) -> list[dict]:
+        targets = []
+        for item in batch:
+            inst = item["instances"]
+            masks = inst["masks"].to(self.device)
+            padded = masks.new_zeros((masks.shape[0], *size))
+            padded[:, : masks.shape[1], : masks.shape[2]] = masks
+            targets.append({"masks": padded, "classes": inst["classes"].to(self.device)})
+        return targets
+
+    # -- training ----------------------------------------------------------------------------
+    def _training_losses(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        if self.vocabulary is not self.train_vocabulary:
+            self.set_vocabulary(self.train_vocabulary, self.is_thing)
+        images, _ = self._images(batch)
+        feats = self.backbone(images)
+        text = self.text_embeddings()
+        targets = self._padded_targets(batch, tuple(images.shape[-2:]))
+        losses: dict[str, torch.Tensor] = {}
+        proposals = None
+        if self.train_generator:
+            proposals = self._aggregated(self.mask_generator(feats, text))
+            losses.update(self.mask_generator.losses(proposals, targets))
+        if self.train_classifier:
+            pred = None
+            if self.adapter_masks == "mixed":
+                if proposals is None:
+                    with torch.no_grad():
+                        proposals = self.mask_generator(feats, text)
+                pred = proposals.pred_masks.detach().sigmoid()
+            per_image = []
+            for i, t in enumerate(targets):
+                gt = F.interpolate(t["masks"][None].float(), size=feats["res2"].shape[-2:],
+                                   mode="bilinear", align_corners=False)[0] > 0.5
+                per_image.append(build_adapter_targets(
+                    None if pred is None else pred[i], gt, t["classes"],
+                    self.adapter_iou_threshold, mode=self.adapter_masks,
+                    num_pred=self.adapter_num_pred, unmatched_label=len(self.vocabulary)))
+            masks, classes, groups = collate_adapter_targets(per_image)
+            out = self.classifier(feats["clip_dense"], masks, text, self.backbone)
+            out = dataclasses.replace(out, logits=self._aggregate(out.logits))
+            losses.update(self.classifier.losses(out, classes, groups))
+        if not losses:
+            raise RuntimeError("Nothing to train: MODEL.TRAIN_GENERATOR and TRAIN_CLASSIFIER are off")
+        return losses
+
+    def _aggregated(self, proposals):
+        aux = [dict(a, pred_logits=self._aggregate(a["pred_logits"])) for a in proposals.aux]
+        return dataclasses.replace(proposals, pred_logits=self._aggregate(proposals.pred_logits),
+                                   aux=aux)
+
+    # -- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_masks(self, images: torch.Tensor, external_masks: torch.Tensor | None = None):
+        """Class probabilities, objectness and mask logits for a padded batch.
+
+        ``external_masks`` (Tensor[B,Q,h,w] probabilities, e.g. from SAM) replace the generator's
+        masks; they are named by the classifier alone. Returns ``(probs [B,Q,C], objectness
+        [B,Q], mask_logits [B,Q,h,w])``.
+        """
+        feats = self.backbone(images)
+        text = self.text_embeddings()
+        gen_logits = None
+        if external_masks is None:
+            proposals = self.mask_generator(feats, text)
+            mask_logits = proposals.pred_masks
+            gen_logits = self._aggregate(proposals.pred_logits)
+        else:
+            probs = external_masks.clamp(1e-4, 1 - 1e-4)
+            mask_logits = torch.log(probs) - torch.log1p(-probs)
+        b, q = mask_logits.shape[:2]
+        keep = torch.arange(q, device=mask_logits.device).expand(b, q)
+        if gen_logits is not None and 0 < self.max_masks_classified < q:
+            obj = 1 - gen_logits.softmax(-1)[..., -1]
+            keep = obj.topk(self.max_masks_classified, dim=1).indices.sort(dim=1).values
+            mask_logits = torch.gather(mask_logits, 1, keep[..., None, None].expand(
+                -1, -1, *mask_logits.shape[-2:]))
+            gen_logits = torch.gather(gen_logits, 1, keep[..., None].expand(-1, -1, gen_logits.shape[-1]))
+        cls = self.classifier(feats["clip_dense"], mask_logits.sigmoid(), text, self.backbone)
+        cls_logits = self._aggregate(cls.logits)
+        probs, objectness = combine_class_probs(cls_logits, gen_logits, self._seen, self.ensemble,
+                                                self.alpha, self.beta)
+        return probs, objectness, mask_logits
+
+    def postprocess(self, probs, objectness, mask_logits, image_size, padded_size, out_size,
+                    tasks=None) -> dict:
+        """Per-image results at ``out_size``.
+
+        ``mask_logits`` Tensor[Q,h,w] cover the padded batch of ``padded_size``; the image itself
+        is ``image_size`` (top-left). Returns the output dict of the requested ``tasks``.
+        """
+        tasks = self.tasks if tasks is None else tasks
+        scale = mask_logits.shape[-2] / max(1, padded_size[0])
+        crop = (max(1, round(image_size[0] * scale)), max(1, round(image_size[1] * scale)))
+        masks = resize_masks(mask_logits, out_size, crop=crop)
+        result = {}
+        if "semantic" in tasks:
+            result["sem_seg"] = semantic_inference(probs, objectness, masks)
+        if "panoptic" in tasks:
+            result["panoptic_seg"] = panoptic_inference(probs, objectness, masks, self.is_thing,
+                                                        self.object_mask_threshold,
+                                                        self.overlap_threshold)
+        if "instance" in tasks:
+            result["instances"] = instance_inference(probs, objectness, masks, self.is_thing,
+                                                     self.detections_per_image)
+        return result
+
+    def forward(self, batch: list[dict], external_masks: torch.Tensor | None = None):
+        if self.training:
+            return self._training_losses(batch)
+        images, sizes = self._images(batch)
+        probs, objectness, mask_logits = self.predict_masks(images, external_masks)
+        outputs = []
+        for i, item in enumerate(batch):
+            out_size = (int(item.get("height", sizes[i][0])), int(item.get("width", sizes[i][1])))
+            outputs.append(self.postprocess(probs[i], objectness[i], mask_logits[i], sizes[i],
+                                            tuple(images.shape[-2:]), out_size))
+        return outputs

@@ -1,0 +1,133 @@
+"""Pure post-processing: synonym max, class ensembling, semantic/panoptic/instance inference.
+
+Shapes: Q masks per image, C classes, masks as Tensor[Q,H,W] logits, class probabilities as
+Tensor[Q,C] (void excluded; ``objectness`` Tensor[Q] is the probability of "not void").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "max_over_synonyms",
+    "combine_class_probs",
+    "semantic_inference",
+    "panoptic_inference",
+    "instance_inference",
+]
+
+
+def max_over_synonyms(logits: torch.Tensor, syn_to_class: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Tensor[..., S+1] synonym logits (last = void) -> Tensor[..., C+1], max over each class's synonyms."""
+    syn, void = logits[..., :-1], logits[..., -1:]
+    if syn.shape[-1] == num_classes:  # one synonym per class
+        return logits
+    shape = syn.shape[:-1] + (num_classes,)
+    out = syn.new_full(shape, float("-inf"))
+    index = syn_to_class.to(syn.device).expand_as(syn)
+    out = out.scatter_reduce(-1, index, syn, reduce="amax", include_self=True)
+    return torch.cat([out, void], dim=-1)
+
+
+def combine_class_probs(classifier_logits: torch.Tensor, generator_logits: torch.Tensor | None,
+                        seen: torch.Tensor | None = None, ensemble: bool = False,
+                        alpha: float = 0.4, beta: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities Tensor[...,C] and objectness Tensor[...] from [...,C+1] logits.
+
+    The class distribution comes from the mask classifier; objectness (1 - void) from the mask
+    generator when it has class logits. With ``ensemble`` (FC-CLIP's geometric ensemble) the
+    generator's in-vocabulary distribution is mixed in: ``p_in^(1-a) * p_out^a`` with
+    ``a = alpha`` for classes seen in training and ``beta`` for the others.
+    """
+    p_out = classifier_logits[..., :-1].softmax(dim=-1)
+    if generator_logits is None:
+        return p_out, classifier_logits.softmax(dim=-1)[..., :-1].sum(dim=-1)
+    gen = generator_logits.softmax(dim=-1)
+    objectness = 1.0 - gen[..., -1]
+    if ensemble:
+        p_in = generator_logits[..., :-1].softmax(dim=-1)
+        a = torch.full_like(p_out[..., :1].expand_as(p_out), beta)
+        if seen is not None:
+            a = torch.where(seen.to(p_out.device).bool(), torch.full_like(a, alpha), a)
+        probs = p_in.clamp_min(1e-8) ** (1 - a) * p_out.clamp_min(1e-8) ** a
+        p_out = probs / probs.sum(dim=-1, keepdim=True)
+    return p_out, objectness
+
+
+def semantic_inference(probs: torch.Tensor, objectness: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Tensor[C,H,W] class scores: sum over masks of class probability x mask probability."""
+    scores = probs * objectness[:, None]  # (Q, C)
+    return torch.einsum("qc,qhw->chw", scores, masks.sigmoid())
+
+
+def panoptic_inference(probs: torch.Tensor, objectness: torch.Tensor, masks: torch.Tensor,
+                       is_thing: list[bool], object_mask_threshold: float = 0.5,
+                       overlap_threshold: float = 0.8) -> tuple[torch.Tensor, list[dict]]:
+    """Mask2Former-style panoptic merge.
+
+    Returns ``(ids Tensor[H,W] int32 with 0 = void, segments_info)``; stuff segments of one class
+    are merged. ``segments_info`` entries: ``{"id", "category_id", "isthing", "score", "area"}``.
+    """
+    scores, labels = (probs * objectness[:, None]).max(dim=-1)  # (Q,)
+    keep = scores > object_mask_threshold
+    h, w = masks.shape[-2:]
+    panoptic = torch.zeros((h, w), dtype=torch.int32, device=masks.device)
+    segments: list[dict] = []
+    if keep.sum() == 0:
+        return panoptic, segments
+    cur_scores, cur_labels = scores[keep], labels[keep]
+    cur_masks = masks[keep].sigmoid()
+    owner = (cur_scores[:, None, None] * cur_masks).argmax(dim=0)  # (H, W)
+    stuff_ids: dict[int, int] = {}
+    for k in torch.argsort(cur_scores, descending=True).tolist():
+        cls = int(cur_labels[k])
+        thing = bool(is_thing[cls]) if cls < len(is_thing) else True
+        region = (owner == k) & (cur_masks[k] >= 0.5)
+        original = int((cur_masks[k] >= 0.5).sum())
+        area = int(region.sum())
+        if original == 0 or area == 0 or area / original < overlap_threshold:
+            continue
+        if not thing and cls in stuff_ids:
+            panoptic[region] = stuff_ids[cls]
+            seg = next(s for s in segments if s["id"] == stuff_ids[cls])
+            seg["area"] += area
+            continue
+        sid = len(segments) + 1
+        if not thing:
+            stuff_ids[cls] = sid
+        panoptic[region] = sid
+        segments.append({"id": sid, "category_id": cls, "isthing": thing,
+                         "score": float(cur_scores[k]), "area": area})
+    return panoptic, segments
+
+
+def instance_inference(probs: torch.Tensor, objectness: torch.Tensor, masks: torch.Tensor,
+                       is_thing: list[bool], max_detections: int = 100) -> dict[str, torch.Tensor]:
+    """Top-k (mask, class) pairs over thing classes; score = class score x mask confidence.
+
+    Returns ``{"masks": bool Tensor[N,H,W], "scores": Tensor[N], "classes": long Tensor[N]}``.
+    """
+    q, c = probs.shape
+    scores = probs * objectness[:, None]
+    thing = torch.tensor([bool(t) for t in is_thing[:c]] + [True] * max(0, c - len(is_thing)),
+                         device=scores.device)
+    scores = scores.masked_fill(~thing[None, :], 0.0).flatten()
+    k = min(max_detections, scores.numel())
+    top, idx = scores.topk(k)
+    query, classes = idx // c, idx % c
+    keep = top > 0
+    query, classes, top = query[keep], classes[keep], top[keep]
+    prob = masks[query].sigmoid()
+    binary = prob > 0.5
+    mask_score = (prob * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp_min(1)
+    return {"masks": binary, "scores": top * mask_score, "classes": classes}
+
+
+def resize_masks(masks: torch.Tensor, size: tuple[int, int], crop: tuple[int, int] | None = None) -> torch.Tensor:
+    """Tensor[Q,h,w] logits -> Tensor[Q,H,W]: optionally crop the padded area, then resize."""
+    if crop is not None:
+        masks = masks[..., : crop[0], : crop[1]]
+    if masks.shape[-2:] == tuple(size):
+        return masks
+    return F.interpolate(masks[None], size=size, mode="bilinear", align_corners=False)[0]

@@ -1,0 +1,251 @@
+"""Predictor layer: load a config and weights once, then segment images for any vocabulary.
+
+The CLI, the demo and ``tools/eval.py`` call this layer only. Text embeddings are cached by the
+backbone per prompt, so typing the same vocabulary again costs nothing; the image features of
+the last image are reused when only the vocabulary changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmmask.config import CfgNode, load_cfg
+from mmmask.data.vocab import Vocabulary, parse_vocab
+from mmmask.utils.weights import SHIPPED_DIR, load_matching, load_state_dict_file, resolve_weights
+
+__all__ = ["SegmentationPredictor", "SegmentationResult", "default_config_file", "TASKS"]
+
+TASKS = ("semantic", "panoptic", "instance")
+
+
+def default_config_file() -> str:
+    """The config of the shipped Shapes-OV model (inside the package)."""
+    return str(SHIPPED_DIR / "shapes_ovseg.yaml")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class SegmentationResult:
+    """Segments of one image. ``segments[i]["mask"]`` is an HxW bool array."""
+
+    height: int
+    width: int
+    labels: list[str]
+    task: str
+    segments: list[dict] = field(default_factory=list)
+    semantic: np.ndarray | None = None  # HxW int label ids (-1 = none) for the semantic task
+
+    def to_json(self, image: str = "") -> dict:
+        """The DESIGN.md JSON: segments with COCO RLE (pycocotools) and per-label semantic RLE."""
+        from pycocotools import mask as mask_utils
+
+        def rle(m: np.ndarray) -> dict:
+            r = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            return {"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("utf-8")}
+
+        segs = []
+        for s in self.segments:
+            m = s["mask"]
+            ys, xs = np.nonzero(m)
+            bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                    int(ys.max() - ys.min() + 1)] if len(xs) else [0, 0, 0, 0]
+            segs.append({"id": int(s["id"]), "label": s["label"], "score": round(float(s["score"]), 4),
+                         "area": int(m.sum()), "bbox": bbox, "rle": rle(m)})
+        out = {"image": image, "height": self.height, "width": self.width,
+               "vocabulary": list(self.labels), "segments": segs}
+        if self.task == "semantic" and self.semantic is not None:
+            out["semantic"] = {self.labels[c]: rle(self.semantic == c)
+                               for c in np.unique(self.semantic) if c >= 0}
+        return out
+
+    def overlay(self, image: np.ndarray) -> np.ndarray:
+        from mmmask.utils.visualize import overlay_segments
+
+        return overlay_segments(image, [s["mask"] for s in self.segments],
+                                [s["label"] for s in self.segments])
+
+
+class SegmentationPredictor:
+    """Open-vocabulary segmentation of numpy images.
+
+    >>> p = SegmentationPredictor.from_files()          # the shipped Shapes-OV model
+    >>> r = p.predict(image, vocab="red star,sky", task="semantic")
+    """
+
+    def __init__(self, cfg: CfgNode, device: str | None = None):
+        from mmmask.modeling import build_model
+
+        self.cfg = cfg
+        self.device = pick_device(device or cfg.MODEL.DEVICE)
+        self.model = build_model(cfg).to(self.device).eval()
+        if cfg.MODEL.WEIGHTS:
+            state = load_state_dict_file(cfg.MODEL.WEIGHTS, config_key="MODEL.WEIGHTS")
+            state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+            load_matching(self.model, state, source=resolve_weights(cfg.MODEL.WEIGHTS), strict=False)
+            self.model.backbone.text.clear_cache()
+        self.default_vocabulary = self.model.vocabulary
+        self.default_is_thing = list(self.model.is_thing)
+        self._sam = None
+
+    @classmethod
+    def from_files(cls, config_file: str | None = None, weights: str | None = None,
+                   opts: list | None = None, device: str | None = None) -> "SegmentationPredictor":
+        """Config file (default: the shipped model's), optional weights and ``KEY VALUE`` opts."""
+        config_file = config_file or default_config_file()
+        opts = list(opts or [])
+        if weights:
+            opts += ["MODEL.WEIGHTS", weights]
+        cfg = load_cfg(config_file, opts)
+        return cls(cfg, device=device)
+
+    # -- vocabulary --------------------------------------------------------------------------
+    def resolve_vocabulary(self, vocab: Vocabulary | str | None) -> tuple[Vocabulary, list[bool]]:
+        if vocab is None:
+            return self.default_vocabulary, self.default_is_thing
+        if isinstance(vocab, str):
+            vocab = parse_vocab(vocab)
+        # Classes known to the default vocabulary keep their thing/stuff flag.
+        known = {c[0].lower(): t for c, t in zip(self.default_vocabulary.classes, self.default_is_thing)}
+        return vocab, [known.get(c[0].lower(), True) for c in vocab.classes]
+
+    # -- images ------------------------------------------------------------------------------
+    def _prepare(self, image: np.ndarray) -> torch.Tensor:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError("Expected an HxWx3 uint8 RGB image (see mmmask.data.image_io.read_image)")
+        h, w = image.shape[:2]
+        if h < 8 or w < 8:
+            raise ValueError(f"Image is {w}x{h} pixels; at least 8x8 is needed.")
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        target = self.cfg.INPUT.TEST_SIZE
+        scale = target / min(h, w) if target > 0 else 1.0
+        scale = min(scale, self.cfg.INPUT.MAX_SIDE / max(h, w))
+        if abs(scale - 1.0) > 1e-3:
+            size = (max(8, round(h * scale)), max(8, round(w * scale)))
+            x = F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        return x
+
+    def sam(self):
+        """The SAM mask generator of this config (built on first use)."""
+        if self._sam is None:
+            from mmmask.registry import MASK_GENERATOR_REGISTRY
+
+            self._sam = MASK_GENERATOR_REGISTRY.get("SAM")(self.cfg).to(self.device).eval()
+        return self._sam
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, vocab: Vocabulary | str | None = None,
+                task: str = "semantic", generator: str = "pmp", score_threshold: float = 0.0,
+                sam_masks: np.ndarray | None = None) -> SegmentationResult:
+        """Segment ``image`` (HxWx3 uint8) against ``vocab``.
+
+        ``generator``: "pmp" (the model's own proposals) or "sam" (SAM automatic masks named by
+        the classifier); ``sam_masks`` (Q x H x W bool) names given masks instead.
+        """
+        if task not in TASKS:
+            raise ValueError(f"Unknown task {task!r}; valid: {', '.join(TASKS)}")
+        if generator not in ("pmp", "sam"):
+            raise ValueError(f"Unknown generator {generator!r}; valid: pmp, sam")
+        vocabulary, is_thing = self.resolve_vocabulary(vocab)
+        self.model.set_vocabulary(vocabulary, is_thing)
+        h, w = image.shape[:2]
+        x = self._prepare(image)
+        batch = [{"image": x, "height": h, "width": w}]
+        external = None
+        if generator == "sam" or sam_masks is not None:
+            if sam_masks is None:
+                sam_masks = self._sam_masks(image)
+            external = self._pad_masks(sam_masks, x.shape[-2:])
+        tasks = (task,)
+        images, sizes = self.model._images(batch)
+        probs, objectness, mask_logits = self.model.predict_masks(
+            images, None if external is None else external.to(self.device))
+        out = self.model.postprocess(probs[0], objectness[0], mask_logits[0], sizes[0],
+                                     tuple(images.shape[-2:]), (h, w), tasks=tasks)
+        return self._to_result(out, vocabulary, task, h, w, score_threshold)
+
+    def _sam_masks(self, image: np.ndarray) -> np.ndarray:
+        records = self.sam().generate(image)
+        if not records:
+            return np.zeros((0, *image.shape[:2]), bool)
+        return np.stack([r["segmentation"] for r in records])
+
+    def _pad_masks(self, masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """Q x H x W bool masks (original image size) -> Tensor[1,Q,h',w'] on the padded frame."""
+        d = self.model.size_divisibility
+        ph, pw = (size[0] + d - 1) // d * d, (size[1] + d - 1) // d * d
+        m = torch.from_numpy(np.asarray(masks, bool)).float()
+        if m.shape[0] == 0:
+            m = torch.zeros(1, *m.shape[1:])
+        m = F.interpolate(m[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+        out = torch.zeros(1, m.shape[0], ph // 4, pw // 4)
+        small = F.interpolate(m[None], size=(size[0] // 4 or 1, size[1] // 4 or 1), mode="bilinear",
+                              align_corners=False)[0]
+        out[0, :, : small.shape[1], : small.shape[2]] = small
+        return out
+
+    def _to_result(self, out: dict, vocab: Vocabulary, task: str, h: int, w: int,
+                   score_threshold: float) -> SegmentationResult:
+        labels = vocab.labels
+        segments: list[dict] = []
+        semantic = None
+        if task == "semantic":
+            scores = out["sem_seg"]  # (C, H, W)
+            best, ids = scores.max(dim=0)
+            ids = ids.cpu().numpy()
+            valid = (best > score_threshold).cpu().numpy()
+            semantic = np.where(valid, ids, -1)
+            for c in np.unique(semantic):
+                if c < 0:
+                    continue
+                m = semantic == c
+                segments.append({"id": len(segments) + 1, "label": labels[c], "class_id": int(c),
+                                 "score": float(best.cpu().numpy()[m].mean()), "mask": m})
+        elif task == "panoptic":
+            ids, infos = out["panoptic_seg"]
+            ids = ids.cpu().numpy()
+            for s in infos:
+                if s["score"] < score_threshold:
+                    continue
+                segments.append({"id": len(segments) + 1, "label": labels[s["category_id"]],
+                                 "class_id": s["category_id"], "score": s["score"],
+                                 "mask": ids == s["id"]})
+        else:
+            inst = out["instances"]
+            for m, sc, c in zip(inst["masks"].cpu().numpy(), inst["scores"].tolist(),
+                                inst["classes"].tolist()):
+                if sc < max(score_threshold, 1e-3) or not m.any():
+                    continue
+                segments.append({"id": len(segments) + 1, "label": labels[c], "class_id": c,
+                                 "score": sc, "mask": m})
+        return SegmentationResult(height=h, width=w, labels=labels, task=task, segments=segments,
+                                  semantic=semantic)
+
+
+def write_result(result: SegmentationResult, image: np.ndarray, image_path: str, out_dir: str) -> tuple[str, str]:
+    """Write ``STEM.png`` (overlay with legend) and ``STEM.json`` into ``out_dir`` atomically."""
+    from PIL import Image
+
+    os.makedirs(out_dir, exist_ok=True)
+    stem = Path(image_path).stem
+    png, js = os.path.join(out_dir, f"{stem}.png"), os.path.join(out_dir, f"{stem}.json")
+    data = json.dumps(result.to_json(image=os.path.basename(image_path)), ensure_ascii=False)
+    overlay = Image.fromarray(result.overlay(image))
+    for path, write in ((png, lambda p: overlay.save(p, format="PNG")),
+                        (js, lambda p: open(p, "w", encoding="utf-8").write(data))):
+        tmp = f"{path}.tmp"
+        write(tmp)
+        os.replace(tmp, path)
+    return png, js

@@ -1,0 +1,94 @@
+"""Reading and checking weight files: safetensors or ``torch.load(weights_only=True)`` only.
+
+The shipped Shapes-OV weights are named ``shipped:<file>`` and resolve inside the package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = ["SHIPPED_DIR", "resolve_weights", "load_state_dict_file", "load_matching", "save_safetensors"]
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def resolve_weights(path: str) -> str:
+    """``shipped:<file>`` -> the file inside ``mmmask/weights``; other paths unchanged."""
+    if path.startswith("shipped:"):
+        return str(SHIPPED_DIR / path.split(":", 1)[1])
+    return os.path.expanduser(path)
+
+
+def load_state_dict_file(path: str, config_key: str = "MODEL.WEIGHTS") -> dict[str, torch.Tensor]:
+    """A flat ``name -> tensor`` dict from a .safetensors or torch file (no arbitrary unpickling).
+
+    Torch files holding ``{"model": state_dict, ...}`` (training checkpoints) or
+    ``{"state_dict": ...}`` are unwrapped.
+    """
+    path = resolve_weights(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Weight file not found: {path} (set {config_key} to an existing file)")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except Exception as e:
+            raise ValueError(f"Cannot read safetensors file {path}: {e}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"Cannot read weight file {path} with weights_only=True ({type(e).__name__}); "
+            "only plain state dicts or safetensors are accepted."
+        ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors.")
+    return obj
+
+
+def load_matching(module: torch.nn.Module, state: dict, source: str = "checkpoint",
+                  strict: bool = True) -> tuple[list[str], list[str]]:
+    """Load ``state`` into ``module`` after checking every shape; returns (missing, unexpected).
+
+    A shape mismatch always raises ``ValueError`` naming the keys; with ``strict`` missing or
+    unexpected keys raise too (listing a few of them).
+    """
+    own = module.state_dict()
+    bad = [f"{k}: {tuple(v.shape)} in {source} vs {tuple(own[k].shape)} in the model"
+           for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} weight shapes in {source} do not match the model (wrong architecture or "
+            f"config?): " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+        )
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"{source} does not fit the model: {len(missing)} missing keys {missing[:5]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
+    module.load_state_dict(state, strict=False)
+    return missing, unexpected
+
+
+def save_safetensors(state: dict[str, torch.Tensor], path: str, half: bool = False) -> None:
+    """Write ``state`` as safetensors atomically (temp file + rename); optionally in float16."""
+    from safetensors.torch import save_file
+
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        out[k] = v.contiguous().clone()
+    tmp = f"{path}.tmp.{os.getpid()}"
+    save_file(out, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,128 @@
+"""CLIP backbone: shapes for ConvNeXt and ViT trunks, truncated text encoding, the text cache,
+local weight files and the offline message for network tags."""
+
+import pytest
+import torch
+
+from mmmask.data.vocab import parse_vocab
+from mmmask.modeling.clip import CLIPBackbone, create_clip
+from mmmask.modeling.clip.pretrain import CLIPPretrainer, contrastive_loss
+from mmmask.utils.weights import save_safetensors
+
+NAMES = ["mmmask-shapes-convnext", "mmmask-shapes-vit"]
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def backbone(request):
+    return CLIPBackbone(model_name=request.param)
+
+
+def test_feature_shapes(backbone):
+    x = torch.randn(2, 3, 96, 128)
+    feats = backbone(x)
+    shape = backbone.output_shape()
+    for name, stride in (("res2", 4), ("res3", 8), ("res4", 16), ("res5", 32)):
+        assert feats[name].shape == (2, shape[name][0], 96 // stride, 128 // stride)
+    dense = feats["clip_dense"]
+    assert dense.shape[:2] == (2, backbone.dense_dim)
+    pooled = dense.mean(dim=(2, 3))
+    assert backbone.dense_to_embedding(pooled).shape == (2, backbone.embed_dim)
+
+
+def test_dense_head_matches_clip_image_embedding_for_convnext():
+    b = CLIPBackbone(model_name="mmmask-shapes-convnext")
+    x = torch.randn(2, 3, 64, 64)
+    pooled = b(x)["clip_dense"].mean(dim=(2, 3))
+    ref = b.clip.encode_image(x)
+    assert torch.allclose(b.dense_to_embedding(pooled), ref, atol=1e-5)
+
+
+def test_backbone_is_frozen(backbone):
+    assert not any(p.requires_grad for p in backbone.parameters())
+    backbone.train()
+    assert not backbone.clip.training
+
+
+def test_truncated_text_equals_full_context(backbone):
+    tok = backbone.text.tokenizer(["a red star", "a photo of a blue ring on green grass"])
+    full = backbone.text.encode_tokens(tok, truncate=False)
+    short = backbone.text.encode_tokens(tok, truncate=True)
+    assert torch.allclose(full, short, atol=1e-5)
+    assert torch.allclose(full, backbone.clip.encode_text(tok), atol=1e-5)
+
+
+def test_vocabulary_embeddings_and_cache(backbone):
+    backbone.text.clear_cache()
+    vocab = parse_vocab("red star|red thing,blue ring,sky")
+    emb = backbone.encode_vocabulary(vocab)
+    assert emb.shape == (4, backbone.embed_dim)  # one row per synonym
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(4), atol=1e-5)
+    misses = backbone.text.cache_misses
+    again = backbone.encode_vocabulary(vocab)
+    assert backbone.text.cache_misses == misses  # re-typing the vocabulary costs nothing
+    assert backbone.text.cache_hits > 0
+    assert torch.equal(emb, again)
+
+
+def test_local_weight_file_round_trip(tmp_path):
+    model, _, _ = create_clip("mmmask-shapes-convnext")
+    path = tmp_path / "clip.safetensors"
+    save_safetensors({f"clip.{k}": v for k, v in model.state_dict().items()}, str(path))
+    again, _, _ = create_clip("mmmask-shapes-convnext", str(path))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+
+
+def test_wrong_architecture_weights_fail_clearly(tmp_path):
+    model, _, _ = create_clip("mmmask-shapes-vit")
+    path = tmp_path / "vit.safetensors"
+    save_safetensors(model.state_dict(), str(path))
+    with pytest.raises(ValueError, match="do not match|does not fit"):
+        create_clip("mmmask-shapes-convnext", str(path))
+
+
+def test_missing_file_and_offline_tag_messages(tmp_path):
+    with pytest.raises(FileNotFoundError, match="MODEL.CLIP.PRETRAINED"):
+        create_clip("mmmask-shapes-convnext", str(tmp_path / "none.safetensors"))
+    with pytest.raises(KeyError, match="valid tags"):
+        create_clip("ViT-B-32", "no-such-tag")
+    with pytest.raises(KeyError, match="Unknown CLIP model"):
+        create_clip("ViT-B-33")
+
+
+def test_network_tag_offline_names_config_key(monkeypatch):
+    import open_clip
+
+    def offline(*a, **k):
+        if k.get("pretrained"):
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return open_clip.factory.create_model.__wrapped__(*a, **k)
+
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: offline(*a, **k))
+    with pytest.raises(RuntimeError, match="MODEL.CLIP.PRETRAINED"):
+        create_clip("ViT-B-32", "openai")
+
+
+def test_contrastive_pretraining_lowers_loss():
+    torch.manual_seed(0)
+    m = CLIPPretrainer(model_name="mmmask-shapes-convnext").train()
+    colours = [(220, 30, 30), (30, 30, 220), (30, 200, 30), (240, 240, 30)]
+    names = ["red", "blue", "green", "yellow"]
+    batch = [{"image": torch.tensor(c, dtype=torch.uint8).view(3, 1, 1).expand(3, 32, 32).clone(),
+              "caption": f"a {n} square"} for c, n in zip(colours, names)]
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(15):
+        loss = m(batch)["loss_clip"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.7
+
+
+def test_duplicate_captions_are_soft_positives():
+    img = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    loss_dup = contrastive_loss(img, img, torch.tensor(10.0), ["a", "a", "b"])
+    loss_plain = contrastive_loss(img, img, torch.tensor(10.0))
+    assert torch.isfinite(loss_dup) and torch.isfinite(loss_plain)
