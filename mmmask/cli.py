@@ -141,12 +141,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     handler = {"segment": cmd_segment, "generate": cmd_generate, "demo": cmd_demo}[args.command]
+    return run_guarded(lambda: handler(args))
+
+
+def run_guarded(fn) -> int:
+    """Run ``fn()``; a user error becomes one line on stderr and exit status 2, never a traceback.
+
+    ``MMMASK_DEBUG=1`` lets exceptions through.
+    """
     if os.environ.get("MMMASK_DEBUG"):
-        return handler(args)
+        return fn()
     from mmmask.config import ConfigError
 
     try:
-        return handler(args)
+        return fn()
     except (CLIError, ConfigError, ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as e:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg.strip().splitlines()[0] if msg.strip() else type(e).__name__}",
@@ -158,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(e).__name__}: {e} (MMMASK_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

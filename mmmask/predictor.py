@@ -137,6 +137,14 @@ class SegmentationPredictor:
             x = x.round().clamp(0, 255).to(torch.uint8)
         return x
 
+    def as_model(self, generator: str = "pmp") -> torch.nn.Module:
+        """A batch -> outputs module for evaluation: the model itself, or SAM masks named by it."""
+        if generator == "pmp":
+            return self.model
+        if generator == "sam":
+            return SamNamedSegmentor(self)
+        raise ValueError(f"Unknown generator {generator!r}; valid: pmp, sam")
+
     def sam(self):
         """The SAM mask generator of this config (built on first use)."""
         if self._sam is None:
@@ -234,6 +242,28 @@ class SegmentationPredictor:
                                   semantic=semantic)
 
 
+class SamNamedSegmentor(torch.nn.Module):
+    """SAM automatic masks named by the model's classifier; same inputs/outputs as the model."""
+
+    def __init__(self, predictor: SegmentationPredictor):
+        super().__init__()
+        self.predictor = predictor
+        self.model = predictor.model
+
+    def set_vocabulary(self, vocab, is_thing=None):
+        self.model.set_vocabulary(vocab, is_thing)
+
+    @torch.no_grad()
+    def forward(self, batch: list[dict]) -> list[dict]:
+        outputs = []
+        for item in batch:
+            image = item["image"]
+            np_image = image.permute(1, 2, 0).cpu().numpy()
+            external = self.predictor._pad_masks(self.predictor._sam_masks(np_image), image.shape[-2:])
+            outputs += self.model([item], external_masks=external.to(self.predictor.device))
+        return outputs
+
+
 def write_result(result: SegmentationResult, image: np.ndarray, image_path: str, out_dir: str) -> tuple[str, str]:
     """Write ``STEM.png`` (overlay with legend) and ``STEM.json`` into ``out_dir`` atomically."""
     from PIL import Image
@@ -243,9 +273,10 @@ def write_result(result: SegmentationResult, image: np.ndarray, image_path: str,
     png, js = os.path.join(out_dir, f"{stem}.png"), os.path.join(out_dir, f"{stem}.json")
     data = json.dumps(result.to_json(image=os.path.basename(image_path)), ensure_ascii=False)
     overlay = Image.fromarray(result.overlay(image))
-    for path, write in ((png, lambda p: overlay.save(p, format="PNG")),
-                        (js, lambda p: open(p, "w", encoding="utf-8").write(data))):
-        tmp = f"{path}.tmp"
-        write(tmp)
-        os.replace(tmp, path)
+    tmp_png, tmp_js = f"{png}.tmp", f"{js}.tmp"
+    overlay.save(tmp_png, format="PNG")
+    with open(tmp_js, "w", encoding="utf-8") as f:
+        f.write(data)
+    os.replace(tmp_png, png)
+    os.replace(tmp_js, js)
     return png, js

@@ -179,7 +179,7 @@ def read_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
         out = _to_rgb(rotated if rotated is not None else im, background)
     finally:
         im.close()
-    return np.ascontiguousarray(out, dtype=np.uint8)
+    return np.array(out, dtype=np.uint8, order="C")  # writable copy
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:

@@ -6,6 +6,7 @@ runs inference, prints a plain-text table and writes the metrics as JSON.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -162,7 +163,12 @@ def evaluate_dataset(
         model = model.model
     for target in (predictor_or_model, model):
         if hasattr(target, "set_vocabulary"):
-            target.set_vocabulary(vocabulary)
+            is_thing = meta_get(meta, "is_thing")
+            params = inspect.signature(target.set_vocabulary).parameters
+            if is_thing is not None and "is_thing" in params:
+                target.set_vocabulary(vocabulary, is_thing=list(is_thing))
+            else:
+                target.set_vocabulary(vocabulary)
             break
     evaluator = EVALUATOR_REGISTRY.get(ev_name)(name, cfg, metadata=meta,
                                                class_names=list(vocabulary.labels))

@@ -74,6 +74,7 @@ class OpenVocabSegmentor(nn.Module):
         self.tasks = tuple(tasks)
         self.size_divisibility = size_divisibility
         self.train_vocabulary = vocabulary
+        self._train_is_thing = list(is_thing)
         self.set_vocabulary(vocabulary, is_thing)
         for module, on in ((mask_generator, train_generator), (classifier, train_classifier)):
             for p in module.parameters():
@@ -109,7 +110,11 @@ class OpenVocabSegmentor(nn.Module):
     def set_vocabulary(self, vocab: Vocabulary, is_thing: list[bool] | None = None) -> None:
         """Use ``vocab`` for inference; classes seen in training are found by their labels."""
         self.vocabulary = vocab
-        self.is_thing = list(is_thing) if is_thing is not None else [True] * len(vocab)
+        if is_thing is None:  # classes of the training vocabulary keep their flag; others: thing
+            known = {c[0].lower(): t for c, t in zip(self.train_vocabulary.classes,
+                                                     getattr(self, "_train_is_thing", []))}
+            is_thing = [known.get(c[0].lower(), True) for c in vocab.classes]
+        self.is_thing = list(is_thing)
         if len(self.is_thing) != len(vocab):
             raise ValueError("is_thing needs one flag per vocabulary class")
         self._syn_index = synonym_index(vocab)
@@ -156,7 +161,7 @@ class OpenVocabSegmentor(nn.Module):
     # -- training ----------------------------------------------------------------------------
     def _training_losses(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         if self.vocabulary is not self.train_vocabulary:
-            self.set_vocabulary(self.train_vocabulary, self.is_thing)
+            self.set_vocabulary(self.train_vocabulary, self._train_is_thing)
         images, _ = self._images(batch)
         feats = self.backbone(images)
         text = self.text_embeddings()
