@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -24,7 +25,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="model config (default: the shipped Shapes-OV model)")
     p.add_argument("--weights", default=None, metavar="W", help="weights file (overrides MODEL.WEIGHTS)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: MODEL.DEVICE)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
+    p.epilog = "Trailing KEY VALUE pairs (e.g. MODEL.DEVICE cpu) override config keys."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--out", required=True, metavar="F.png")
     inf.add_argument("--seed", type=int, default=0)
     _add_model_args(inf)
+    inf.add_argument("--seg-config-file", default=None, metavar="F",
+                     help="segmenter config for --vocab-target (default: the shipped one)")
+    inf.add_argument("--seg-weights", default=None, metavar="W",
+                     help="segmenter weights for --vocab-target (overrides its MODEL.WEIGHTS)")
+    inf.add_argument("--seg-opts", default=None, metavar="\"KEY VALUE ...\"",
+                     help="segmenter config overrides, one quoted string (trailing KEY VALUE "
+                          "pairs go to the CM3 config)")
 
     demo = sub.add_parser("demo", help="start the Gradio demo")
     demo.add_argument("--host", default="127.0.0.1")
@@ -133,9 +141,30 @@ def cmd_demo(args) -> int:
                          weights=args.weights, opts=args.opts, device=args.device)
 
 
+_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def split_opts(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``argv`` at the first config key (``MODEL.DEVICE``): (arguments, KEY VALUE opts)."""
+    for i, tok in enumerate(argv):
+        if _KEY.match(tok) and not (i and argv[i - 1].startswith("--") and "=" not in argv[i - 1]
+                                    and argv[i - 1] in _VALUE_FLAGS):
+            return argv[:i], argv[i:]
+    return argv, []
+
+
+_VALUE_FLAGS = {"--vocab", "--vocab-file", "--task", "--generator", "--out", "--config-file",
+                "--weights", "--device", "--prompt", "--box", "--mask", "--vocab-target", "--seed",
+                "--host", "--port", "--score-threshold", "--cfg-scale", "--seg-config-file",
+                "--seg-weights", "--seg-opts"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv, opts = split_opts(argv)
     args = parser.parse_args(argv)
+    args.opts = opts
     if args.command is None or (args.command == "generate" and args.mode is None):
         parser.print_help() if args.command is None else parser.parse_args(["generate", "-h"])
         return EXIT_USAGE

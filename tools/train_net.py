@@ -44,9 +44,10 @@ def main(args) -> dict:
             load_model_weights(model, cfg.MODEL.WEIGHTS, strict=True)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
-            print(json.dumps(results, indent=2, default=float))
+            from mmmask.evaluation.runner import jsonable  # NaN -> null
+
             with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-                json.dump(results, f, indent=2, default=float)
+                json.dump(jsonable(results), f, indent=2)
         return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

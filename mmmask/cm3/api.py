@@ -22,23 +22,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils.weights import load_matching, load_state_dict_file
 from .documents import (
     ALT_OPEN, SRC_OPEN, TAG_CLOSE, build_document, escape_caption, max_caption_bytes,
     masked_prompt, text_to_image_prompt, truncate_caption, unescape_caption, caption_prompt,
 )
 from .generate import IncrementalDecoder
-from .meta_arch import CM3DocumentModel
+from .meta_arch import CM3DocumentModel, cm3_model_kwargs, load_cm3_weights
 from .model import CM3 as CM3Decoder
 from .regions import box_to_mask, cells_to_spans, mask_to_cells
 from .tokenizer import Vocab
 from .vq import VQTokenizer
 
-__all__ = ["CM3Generator", "MASK_TOKEN", "as_rgb_uint8"]
+__all__ = ["CM3Generator", "MASK_TOKEN", "as_rgb_uint8", "default_cm3_config_file"]
 
 logger = logging.getLogger(__name__)
 
 MASK_TOKEN = "[MASK]"
+
+
+def default_cm3_config_file() -> str:
+    """The config of the shipped Shapes-OV CM3 model (inside the package; may be absent)."""
+    from mmmask.utils.weights import SHIPPED_DIR
+
+    return str(SHIPPED_DIR / "shapes_cm3.yaml")
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -92,20 +98,11 @@ class CM3Generator:
                     device: str | torch.device | None = None) -> "CM3Generator":
         """Build the ``CM3`` meta-architecture of ``cfg`` and load ``weights`` (default
         ``cfg.MODEL.WEIGHTS``; "" = random weights, for tests)."""
-        model = CM3DocumentModel(cfg)
         path = cfg.MODEL.WEIGHTS if weights is None else weights
+        # a whole-model checkpoint holds the tokenizer: CM3.VQ.WEIGHTS is read only without one
+        model = CM3DocumentModel(**cm3_model_kwargs(cfg, load_vq_weights=not path))
         if path:
-            state = load_state_dict_file(path)
-            key = "transformer.lm_head.weight"
-            want = model.transformer.config.vocab_size
-            if key in state and state[key].shape[0] != want:
-                raise ValueError(
-                    f"{path} has a vocabulary of {state[key].shape[0]} tokens but the config "
-                    f"gives {want} (check CM3.VQ.CODEBOOK_SIZE and CM3.NUM_SENTINELS)"
-                )
-            if key in state:
-                state.setdefault("transformer.transformer.wte.weight", state[key])
-            load_matching(model, state, source=path)
+            load_cm3_weights(model, path)
         else:
             logger.warning("CM3Generator built without weights (MODEL.WEIGHTS is empty): "
                            "outputs are random")
@@ -117,6 +114,31 @@ class CM3Generator:
         g = cfg.CM3.GENERATE
         return cls.from_model(model, cfg_scale=g.CFG_SCALE, temperature=g.TEMPERATURE,
                               top_k=g.TOP_K, max_text_tokens=g.MAX_TEXT_TOKENS)
+
+    @classmethod
+    def from_files(cls, config_file: str | None = None, weights: str | None = None,
+                   opts: Sequence[str] | None = None,
+                   device: str | torch.device | None = None) -> "CM3Generator":
+        """Config file (default: the shipped CM3 model's), optional weights (overriding
+        ``MODEL.WEIGHTS``; "" = random) and ``KEY VALUE`` opts.
+
+        Raises ``FileNotFoundError`` with one clear line when no config is given and no CM3
+        model is shipped.
+        """
+        import os
+
+        from mmmask.config import load_cfg
+
+        if config_file is None:
+            config_file = default_cm3_config_file()
+            if not os.path.isfile(config_file):
+                raise FileNotFoundError(
+                    f"No CM3 model is shipped with this install ({config_file} is missing); "
+                    "pass --config-file F and --weights W (a trained CM3 model)")
+        elif not os.path.isfile(config_file):
+            raise FileNotFoundError(f"Config file not found: {config_file}")
+        cfg = load_cfg(config_file, list(opts or []))
+        return cls.from_config(cfg, weights=weights, device=device)
 
     @property
     def device(self) -> torch.device:
@@ -210,14 +232,29 @@ class CM3Generator:
         if not mask.any():
             raise ValueError("The region to infill is empty")
         cells = mask_to_cells(mask, self.grid)
-        codes = self.encode_image(img).reshape(-1).clone()
+        codes = self.infill_codes(self.encode_image(img), cells, prompt, seed=seed,
+                                  cfg_scale=cfg_scale, temperature=temperature, top_k=top_k)
+        out = self.decode_codes(codes, (H, W))
+        return np.where(mask[..., None], out, img)
+
+    def infill_codes(self, codes: torch.Tensor, cells: np.ndarray, prompt: str | None = None, *,
+                     seed: int = 0, cfg_scale: float | None = None,
+                     temperature: float | None = None, top_k: int | None = None
+                     ) -> torch.Tensor:
+        """Regenerate the selected ``cells`` (bool h x w) of ``codes`` LongTensor[h, w].
+
+        Returns new codes LongTensor[h, w]; codes outside the spans covering ``cells`` are
+        unchanged (spans may also cover unselected cells between merged runs).
+        """
+        codes = codes.reshape(-1).clone()
         text = truncate_caption(prompt or "", self.max_caption)
         doc = build_document(self.vocab, text, codes)
         off = doc.image_span[0]
         spans = cells_to_spans(cells, min(self.max_spans, self.vocab.num_sentinels))
-        tok_spans = [(s + off, e + off) for s, e in spans]
+        if not spans:
+            raise ValueError("No token cell selected to infill")
         scale = self.cfg_scale if cfg_scale is None else cfg_scale
-        cond = masked_prompt(self.vocab, doc.ids, tok_spans)
+        cond = masked_prompt(self.vocab, doc.ids, [(s + off, e + off) for s, e in spans])
         total = len(cond) + sum(e - s for s, e in spans) + len(spans) - 1
         if total > self.model.config.block_size:
             raise ValueError(f"Infilling needs {total} tokens > block_size "
@@ -237,8 +274,7 @@ class CM3Generator:
                 dec.feed(self.vocab.sentinel(i))
             new = dec.sample(e - s, allowed_ids=allowed, generator=gen, **kw)[0]
             codes[s:e] = new.to(codes.device) - self.vocab.image_offset
-        out = self.decode_codes(codes, (H, W))
-        return np.where(mask[..., None], out, img)
+        return codes.reshape(self.grid)
 
     def edit_region(self, image: np.ndarray, mask: np.ndarray, prompt: str, **kwargs
                     ) -> np.ndarray:

@@ -34,7 +34,7 @@ def _allowed_mask(allowed: AllowedIds, vocab_size: int, device) -> torch.Tensor 
     a = torch.as_tensor(allowed, device=device)
     if a.dtype == torch.bool:
         if a.shape != (vocab_size,):
-            raise ValueError(f"allowed_ids bool mask must have shape ({vocab_size},); got {a.shape}")
+            raise ValueError(f"allowed_ids mask must have shape ({vocab_size},); got {a.shape}")
         return a
     m = torch.zeros(vocab_size, dtype=torch.bool, device=device)
     m[a.long()] = True

@@ -26,21 +26,25 @@ from .model import CM3Config
 from .tokenizer import Vocab
 from .vq import VQTokenizer
 
-__all__ = ["CM3DocumentModel", "CM3", "load_decoder_state"]
+__all__ = ["CM3DocumentModel", "CM3", "cm3_model_kwargs", "load_cm3_weights"]
 
 
-def load_decoder_state(decoder: CM3Decoder, state: dict, source: str) -> None:
-    """Load a decoder state dict after checking the vocabulary size and every shape."""
-    key = "lm_head.weight"
-    if key in state and state[key].shape[0] != decoder.config.vocab_size:
-        raise ValueError(
-            f"{source} has a vocabulary of {state[key].shape[0]} tokens but the model expects "
-            f"{decoder.config.vocab_size} (check CM3.VQ.CODEBOOK_SIZE and CM3.NUM_SENTINELS)"
-        )
-    state = dict(state)
-    if key in state:  # tied to the token embedding
-        state.setdefault("transformer.wte.weight", state[key])
-    load_matching(decoder, state, source=source)
+def load_cm3_weights(model: "CM3DocumentModel", path: str) -> None:
+    """Load a whole-model checkpoint (``vq.*`` + ``transformer.*``) into ``model``, checking the
+    vocabulary size first (a clear message for a checkpoint of another config) and every shape."""
+    state = dict(load_state_dict_file(path))
+    head, wte = "transformer.lm_head.weight", "transformer.transformer.wte.weight"
+    if head in state or wte in state:  # tied weights: a file may store only one of the two
+        tied = state.get(head, state.get(wte))
+        state.setdefault(head, tied)
+        state.setdefault(wte, tied)
+        want = model.transformer.config.vocab_size
+        if tied.shape[0] != want:
+            raise ValueError(
+                f"{path} has a vocabulary of {tied.shape[0]} tokens but the config gives "
+                f"{want} (check CM3.VQ.CODEBOOK_SIZE and CM3.NUM_SENTINELS)"
+            )
+    load_matching(model, state, source=path)
 
 
 class CM3DocumentModel(nn.Module):
@@ -59,26 +63,15 @@ class CM3DocumentModel(nn.Module):
         self.vq = vq.eval().requires_grad_(False)
         self.transformer = transformer
         self.vocab = vocab
-        self.poisson_lambda, self.max_spans, self.causal_only = poisson_lambda, max_spans, causal_only
+        self.poisson_lambda, self.max_spans = poisson_lambda, max_spans
+        self.causal_only = causal_only
         self.caption_span_prob, self.caption_drop_prob = caption_span_prob, caption_drop_prob
         n_img = vq.grid_size ** 2
         self.max_caption = max_caption_bytes(transformer.config.block_size, n_img, max_spans)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
-        vq = VQTokenizer(cfg)
-        if cfg.CM3.VQ.WEIGHTS:
-            state = load_state_dict_file(cfg.CM3.VQ.WEIGHTS, config_key="CM3.VQ.WEIGHTS")
-            load_matching(vq, state, source=cfg.CM3.VQ.WEIGHTS)
-        vocab = Vocab(num_image_codes=cfg.CM3.VQ.CODEBOOK_SIZE,
-                      num_sentinels=cfg.CM3.NUM_SENTINELS)
-        config = CM3Config(vocab_size=vocab.size, block_size=cfg.CM3.BLOCK_SIZE,
-                           n_layer=cfg.CM3.N_LAYER, n_head=cfg.CM3.N_HEAD, n_embd=cfg.CM3.N_EMBD,
-                           dropout=cfg.CM3.DROPOUT)
-        return dict(vq=vq, transformer=CM3Decoder(config), vocab=vocab,
-                    poisson_lambda=cfg.CM3.POISSON_LAMBDA, max_spans=cfg.CM3.MAX_SPANS,
-                    causal_only=cfg.CM3.CAUSAL_ONLY, caption_span_prob=cfg.CM3.CAPTION_SPAN_PROB,
-                    caption_drop_prob=cfg.CM3.CAPTION_DROP_PROB)
+        return cm3_model_kwargs(cfg)
 
     def train(self, mode: bool = True) -> "CM3DocumentModel":
         super().train(mode)
@@ -143,6 +136,24 @@ class CM3DocumentModel(nn.Module):
             w = weights * (targets >= 0)
         return [{"nll": float((c * m).sum() / m.sum().clamp(min=1)), "num_tokens": int(m.sum())}
                 for c, m in zip(ce, w)]
+
+
+def cm3_model_kwargs(cfg, load_vq_weights: bool = True) -> dict:
+    """Keyword arguments of :class:`CM3DocumentModel` from ``cfg``; the VQ weights of
+    ``CM3.VQ.WEIGHTS`` are loaded unless ``load_vq_weights`` is False (e.g. when a whole-model
+    checkpoint, which holds the tokenizer too, is loaded next)."""
+    vq = VQTokenizer(cfg)
+    if load_vq_weights and cfg.CM3.VQ.WEIGHTS:
+        state = load_state_dict_file(cfg.CM3.VQ.WEIGHTS, config_key="CM3.VQ.WEIGHTS")
+        load_matching(vq, state, source=cfg.CM3.VQ.WEIGHTS)
+    vocab = Vocab(num_image_codes=cfg.CM3.VQ.CODEBOOK_SIZE, num_sentinels=cfg.CM3.NUM_SENTINELS)
+    config = CM3Config(vocab_size=vocab.size, block_size=cfg.CM3.BLOCK_SIZE,
+                       n_layer=cfg.CM3.N_LAYER, n_head=cfg.CM3.N_HEAD, n_embd=cfg.CM3.N_EMBD,
+                       dropout=cfg.CM3.DROPOUT)
+    return dict(vq=vq, transformer=CM3Decoder(config), vocab=vocab,
+                poisson_lambda=cfg.CM3.POISSON_LAMBDA, max_spans=cfg.CM3.MAX_SPANS,
+                causal_only=cfg.CM3.CAUSAL_ONLY, caption_span_prob=cfg.CM3.CAPTION_SPAN_PROB,
+                caption_drop_prob=cfg.CM3.CAPTION_DROP_PROB)
 
 
 @META_ARCH_REGISTRY.register()

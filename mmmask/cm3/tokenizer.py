@@ -122,7 +122,7 @@ class Vocab:
         return self.sentinel_offset <= int(token) < self.image_offset
 
     def token_name(self, token: int) -> str:
-        """Readable name of one id: a byte as ``repr`` text, ``<eos>``, ``<mask:2>``, ``<img:17>``."""
+        """Readable name of one id: printable byte, ``<eos>``, ``<mask:2>``, ``<img:17>``."""
         t = int(token)
         if 0 <= t < _NUM_BYTES:
             return chr(t) if 32 <= t < 127 else f"<0x{t:02X}>"

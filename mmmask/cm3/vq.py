@@ -157,7 +157,8 @@ class VQTokenizer(nn.Module):
         return x * 2.0 - 1.0  # [-1, 1]
 
     def quantize(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features Tensor[B, D, h, w] -> (quantized Tensor[B, D, h, w], ids LongTensor[B, h, w])."""
+        """features Tensor[B, D, h, w] -> (quantized Tensor[B, D, h, w], ids LongTensor[B, h, w]).
+        """
         q, ids, _ = self.quantizer(features)
         return q, ids
 

@@ -11,6 +11,7 @@ Shard lists accept globs (``shards/*.tar``) and brace ranges (``shards/{00000..0
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import re
@@ -95,12 +96,23 @@ def _image_entry(group: dict[str, tuple[str, bytes]]) -> tuple[str, bytes] | Non
     return None
 
 
+def _looks_like_image(data: bytes) -> bool:
+    """Whether PIL recognises ``data`` from its header (cheap: pixels are not decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size[0] > 0 and im.size[1] > 0
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
 def iter_image_text(shards: str | Sequence[str], *, decode: bool = True,
                     max_pixels: int | None = None) -> Iterator[dict]:
     """Stream ``{"key", "shard", "image_member", "caption", "image"}`` over the shards.
 
-    ``image`` is an HxWx3 uint8 array when ``decode`` (else the encoded bytes). Samples without
-    an image or a caption, or whose image cannot be decoded, are skipped.
+    ``image`` is an HxWx3 uint8 array when ``decode`` (else the encoded bytes, checked by header
+    only). Samples without an image or a caption, or whose image cannot be read, are skipped.
     """
     from ..data.image_io import ImageReadError, read_image
 
@@ -117,6 +129,8 @@ def iter_image_text(shards: str | Sequence[str], *, decode: bool = True,
                 except ImageReadError:
                     continue
             else:
+                if not _looks_like_image(data):
+                    continue
                 image = data
             yield {"key": key, "shard": shard, "image_member": member, "caption": caption,
                    "image": image}

@@ -29,12 +29,6 @@ from .transforms import PairedTransform, build_test_transform, build_train_trans
 __all__ = ["SegmentationMapper", "CaptionMapper"]
 
 
-def _dataset_is_thing(name: str | None) -> list[bool] | None:
-    if not name or name not in MetadataCatalog:
-        return None
-    return MetadataCatalog.get(name).get("is_thing")
-
-
 @DATA_MAPPER_REGISTRY.register()
 class SegmentationMapper:
     """Record (Shapes-OV, semantic PNG, COCO panoptic, COCO instances) -> model input dict."""
@@ -66,13 +60,13 @@ class SegmentationMapper:
     def from_config(cls, cfg, is_train: bool = True, dataset_name: str | None = None) -> dict:
         names = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
         name = dataset_name or (names[0] if len(names) else None)
-        meta = MetadataCatalog.get(name) if name and name in MetadataCatalog else None
+        meta = MetadataCatalog.get(name).as_dict() if name and name in MetadataCatalog else {}
         return {
             "is_train": is_train,
             "train_transform": build_train_transform(cfg) if is_train else None,
             "test_transform": None if is_train else build_test_transform(cfg),
-            "is_thing": _dataset_is_thing(name),
-            "ignore_label": meta.get("ignore_label", 255) if meta is not None else 255,
+            "is_thing": meta.get("is_thing"),
+            "ignore_label": int(meta.get("ignore_label", 255)),
             "max_pixels": int(cfg.INPUT.MAX_PIXELS),
         }
 

@@ -86,13 +86,15 @@ class PeriodicCheckpointer(HookBase):
                                    data_position=self.trainer.data_position(it))
 
     def after_train(self) -> None:
-        if not self.trainer.finished or self.trainer.start_iter >= self.max_iter:
-            return  # failed, or resumed an already finished run: keep what is on disk
-        self.checkpointer.save("model_final", self.max_iter,
-                               data_position=self.trainer.data_position(self.max_iter))
-        if comm.is_main_process():
-            path = os.path.join(self.checkpointer.save_dir, "model_final.safetensors")
-            export_safetensors(self.checkpointer.model, path)
+        if not self.trainer.finished:
+            return  # a failed step: keep the last good checkpoint as it is
+        ran = self.trainer.start_iter < self.max_iter  # False: resumed an already finished run
+        if ran:
+            self.checkpointer.save("model_final", self.max_iter,
+                                   data_position=self.trainer.data_position(self.max_iter))
+        path = os.path.join(self.checkpointer.save_dir, "model_final.safetensors")
+        if comm.is_main_process() and (ran or not os.path.exists(path)):
+            export_safetensors(self.checkpointer.model, path)  # also after a kill before it
             logger.info("Wrote %s", path)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import comm
 from .checkpoint import Checkpointer, load_model_weights, unwrap_model
-from .hooks import EvalHook, HookBase, MetricsWriter, PeriodicCheckpointer
+from .hooks import EvalHook, HookBase, MetricsWriter, PeriodicCheckpointer, preserve_rng
 
 __all__ = ["Trainer", "resolve_device", "build_optimizer", "build_lr_scheduler", "lr_factor"]
 
@@ -163,7 +163,7 @@ class Trainer:
 
         name = cfg.MODEL.META_ARCHITECTURE
         if name not in META_ARCH_REGISTRY.names():
-            for module in ("mmmask.modeling", "mmmask.cm3"):  # register the built-in models
+            for module in ("mmmask.modeling", "mmmask.cm3", "mmmask.evaluation"):  # registers
                 with contextlib.suppress(ModuleNotFoundError):
                     __import__(module)
         model = META_ARCH_REGISTRY.get(name)(cfg)
@@ -189,12 +189,15 @@ class Trainer:
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str):
-        """The evaluator of ``dataset_name`` (``mmmask.evaluation``); None when unavailable."""
+        """``TEST.TASK``'s evaluator from ``EVALUATOR_REGISTRY`` (None without evaluation)."""
         try:
-            from mmmask.evaluation.runner import build_evaluator
+            from mmmask.evaluation.runner import TASKS
         except ImportError:
             return None
-        return build_evaluator(cfg, dataset_name)
+        from mmmask.registry import EVALUATOR_REGISTRY
+
+        name = TASKS.get(cfg.TEST.TASK, cfg.TEST.TASK)
+        return EVALUATOR_REGISTRY.get(name)(dataset_name, cfg)
 
     @classmethod
     def test(cls, cfg, model: nn.Module) -> dict[str, dict]:
@@ -268,6 +271,10 @@ class Trainer:
         source = (loader(self.cfg, start_iter=self.start_iter) if "start_iter" in params
                   else loader(self.cfg))
         self._data_iter = iter(source)
+        # The loader's one-off set-up (e.g. DataLoader drawing its base seed at the first batch)
+        # must not move the global RNG: a resumed run starts it at another point of the stream.
+        with preserve_rng():
+            self._first_batch = next(self._data_iter) if self.start_iter < self.max_iter else None
         self.finished = False
         self.model.train()
         try:
@@ -295,7 +302,9 @@ class Trainer:
     def run_step(self) -> None:
         """One iteration: load, forward, check the loss, backward, clip, step."""
         t0 = time.perf_counter()
-        batch = next(self._data_iter)
+        batch, self._first_batch = self._first_batch, None
+        if batch is None:
+            batch = next(self._data_iter)
         data_time = time.perf_counter() - t0
         inner = unwrap_model(self.model)
         if hasattr(inner, "on_train_iter"):

@@ -75,6 +75,7 @@ def toy_batches(seed: int, global_batch: int, rank: int, world_size: int,
         raise ValueError(f"IMS_PER_BATCH {global_batch} not divisible by {world_size} processes")
     local = global_batch // world_size
     w = torch.linspace(-1, 1, IN_DIM)
+    torch.randint(2**31, ())  # like DataLoader drawing its base seed from the global RNG
     it = start_iter
     while True:
         g = torch.Generator().manual_seed(seed * 100_003 + it)

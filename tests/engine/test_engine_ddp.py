@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -47,7 +46,6 @@ def test_two_process_launch_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("torchrun") is None and False, reason="torchrun missing")
 def test_train_net_under_torchrun(tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     run_toy(_opts(one))

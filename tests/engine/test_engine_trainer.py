@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from engine_toy import EngineToyNet, run_toy, toy_opts
+from engine_toy import EngineToyNet, ToyTrainer, run_toy, toy_opts
 from mmmask.config import get_cfg
 from mmmask.engine import Checkpointer, load_model_weights
 from mmmask.engine.trainer import build_optimizer, lr_factor
@@ -47,7 +47,6 @@ def test_optimizer_skips_weight_decay_for_norms_biases_embeddings():
     cfg = get_cfg()
     model = torch.nn.Sequential(torch.nn.Embedding(5, 8), torch.nn.Linear(8, 8),
                                 torch.nn.LayerNorm(8))
-    model[1].weight.requires_grad_(True)
     opt = build_optimizer(cfg, model)
     decay, no_decay = opt.param_groups
     assert [p.shape for p in decay["params"]] == [(8, 8)]
@@ -83,3 +82,33 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert Checkpointer(model, out).resume_or_load("", resume=True) == 4
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert [r["iteration"] for r in _records(out)] == [1, 2, 3, 4]
+
+
+class _EvalToyTrainer(ToyTrainer):
+    calls: list[int] = []
+
+    @classmethod
+    def test(cls, cfg, model):
+        cls.calls.append(1)
+        return {"toy_val": {"score": float(torch.rand(())), "per_class": {"a": 1.0}}}
+
+
+def test_periodic_eval_is_logged_and_does_not_change_training(tmp_path):
+    plain, with_eval = str(tmp_path / "plain"), str(tmp_path / "eval")
+    run_toy(toy_opts(plain, MODEL__META_ARCHITECTURE="EngineToyDropoutNet"))
+    run_toy(toy_opts(with_eval, MODEL__META_ARCHITECTURE="EngineToyDropoutNet",
+                     TEST__EVAL_PERIOD=3), trainer_cls=_EvalToyTrainer)
+    assert len(_EvalToyTrainer.calls) == 3  # after steps 3 and 6, and at the end (8)
+    evals = [r for r in _records(with_eval) if "eval/toy_val/score" in r]
+    assert [r["iteration"] for r in evals] == [3, 6, 8]
+    assert all("eval/toy_val/per_class/a" in r for r in evals)
+    losses = [r["loss_mse"] for r in _records(plain)]
+    assert [r["loss_mse"] for r in _records(with_eval) if "loss_mse" in r] == losses
+
+
+def test_amp_bf16_on_cpu(tmp_path):
+    trainer = run_toy(toy_opts(str(tmp_path), SOLVER__AMP=True, SOLVER__MAX_ITER=3))
+    assert trainer.scaler is None  # no GradScaler with bf16
+    recs = _records(str(tmp_path))
+    assert len(recs) == 3 and all(math.isfinite(r["total_loss"]) for r in recs)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())

@@ -90,7 +90,7 @@ class CLIPBackbone(nn.Module):
         x = torch.zeros(1, 3, 64, 64)
         feats = self._features(x)
         emb = self.dense_to_embedding(feats["clip_dense"].mean(dim=(2, 3)))
-        shape = {k: (v.shape[1], _STRIDES.get(k, 32)) for k, v in feats.items()}
+        shape = {k: (v.shape[1], 64 // v.shape[-1]) for k, v in feats.items()}
         shape["embed"] = emb.shape[-1]
         return shape
 

@@ -30,11 +30,13 @@ if "mmmask_convnext_pico" not in timm.list_models("mmmask_*"):
 
     @register_model
     def mmmask_convnext_pico(pretrained: bool = False, **kwargs) -> ConvNeXt:
-        """A 0.5 M-parameter ConvNeXt (strides 4/8/16/32) for the Shapes-OV CLIP."""
+        """A 1.2 M-parameter ConvNeXt for the Shapes-OV CLIP; output stride 16 (the last stage is
+        dilated) so that the dense map stays fine on small images."""
         if pretrained:
             raise ValueError("mmmask_convnext_pico has no timm weights; train it with mmmask.")
         kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
-        args = dict(depths=(1, 1, 3, 1), dims=(32, 64, 128, 256), ls_init_value=None)
+        args = dict(depths=(1, 1, 3, 1), dims=(32, 64, 128, 256), ls_init_value=None,
+                    output_stride=16)
         model = ConvNeXt(**dict(args, **kwargs))
         model.pretrained_cfg = model.default_cfg = {"architecture": "mmmask_convnext_pico"}
         return model

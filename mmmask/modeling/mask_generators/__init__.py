@@ -9,6 +9,7 @@ from .pmp import PMPMaskGenerator, pad_target_masks
 from .proposals import MaskProposals
 from .query_decoder import QueryDecoder
 from .sam import SAMMaskGenerator
+from .sam_train import SAMTrainer  # noqa: F401  (registers "SAMTrainer" in META_ARCH_REGISTRY)
 
 __all__ = [
     "FPNPixelDecoder",

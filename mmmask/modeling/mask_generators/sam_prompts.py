@@ -94,7 +94,8 @@ def as_prompt_tensors(
         mask_t = _as_tensor(mask_input, "mask_input", torch.float32)
         want = [1, *mask_input_size] if mask_input_size else None
         if mask_t.ndim != 4 or (want and list(mask_t.shape[1:]) != want):
-            raise ValueError(f"mask_input must be [N, {want or '1, h, w'}]; got {list(mask_t.shape)}")
+            shape = want or "1, h, w"
+            raise ValueError(f"mask_input must be [N, {shape}]; got {list(mask_t.shape)}")
         counts["mask_input"] = mask_t.shape[0]
     if len(set(counts.values())) > 1:
         raise ValueError(f"Prompts disagree on the number of objects N: {counts}")

@@ -181,7 +181,8 @@ class SAMTrainer(nn.Module):
             actual_iou = mask_iou(logits.detach() > 0, gt[:, None].expand_as(logits))  # [n, M]
             sums["focal"] = sums["focal"] + focal[rows, best].sum()
             sums["dice"] = sums["dice"] + dice[rows, best].sum()
-            sums["iou"] = sums["iou"] + F.mse_loss(iou_pred, actual_iou, reduction="none").mean(1).sum()
+            iou_err = F.mse_loss(iou_pred, actual_iou, reduction="none")  # [n, M]
+            sums["iou"] = sums["iou"] + iou_err.mean(dim=1).sum()
             mask_input = low[rows, best][:, None].detach()  # [n, 1, 4h, 4w]
             pred = logits[rows, best].detach() > 0  # [n, H, W]
         return sums
@@ -192,7 +193,7 @@ class SAMTrainer(nn.Module):
         totals = {k: emb.new_zeros(()) for k in self.weights}
         count = 0
         for i, d in enumerate(batch):
-            masks = d.get("instances", {}).get("masks")
+            masks = (d.get("instances") or {}).get("masks")
             if masks is None:
                 continue
             gt = masks.to(self.sam.device).bool()
@@ -201,7 +202,9 @@ class SAMTrainer(nn.Module):
             use_box = torch.rand(gt.shape[0], device=gt.device) < self.box_prompt_prob
             for group in (use_box, ~use_box):
                 if group.any():
-                    sums = self._interactive_losses(emb[i : i + 1], gt[group], bool(group[0]), sizes[i])
+                    sums = self._interactive_losses(
+                        emb[i : i + 1], gt[group], bool(group[0]), sizes[i]
+                    )
                     totals = {k: totals[k] + sums[k] for k in totals}
                     count += int(group.sum()) * (1 + self.num_correction_clicks)
         if count == 0:  # no instance in the batch: zero losses that still reach the parameters
@@ -256,7 +259,9 @@ def _as_sample(sample: Any) -> tuple[torch.Tensor, torch.Tensor]:
         image = image.permute(2, 0, 1)  # [H, W, 3] -> [3, H, W]
     if masks is None:
         masks = torch.zeros(0, *image.shape[-2:], dtype=torch.bool)
-    return image, torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks).bool()
+    if not isinstance(masks, torch.Tensor):
+        masks = torch.as_tensor(np.asarray(masks))
+    return image, masks.bool()
 
 
 @torch.no_grad()

@@ -1,0 +1,71 @@
+"""OpenVocabSegmentor end to end on tiny Shapes-OV batches (random CLIP weights)."""
+
+import pytest
+import torch
+
+from mmmask.config import load_cfg
+from mmmask.data.loader import build_test_loader, build_train_loader
+from mmmask.data.vocab import parse_vocab
+from mmmask.modeling import build_model
+
+TINY = ["MODEL.CLIP.PRETRAINED", "", "INPUT.IMAGE_SIZE", "64", "DATASETS.SHAPES.IMAGE_SIZE", "64",
+        "MODEL.PMP.NUM_QUERIES", "8", "MODEL.PMP.DEC_LAYERS", "2", "MODEL.PMP.HIDDEN_DIM", "32",
+        "MODEL.PMP.MASK_DIM", "32", "MODEL.PMP.DIM_FEEDFORWARD", "64", "MODEL.PMP.TRAIN_NUM_POINTS",
+        "256", "MODEL.MASK_ADAPTER.HIDDEN_DIM", "32", "SOLVER.IMS_PER_BATCH", "2"]
+
+
+def tiny_cfg(*opts):
+    return load_cfg("configs/shapes/pmp.yaml", TINY + list(opts))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("clip", ["mmmask-shapes-convnext", "mmmask-shapes-vit"])
+def test_eval_outputs_for_every_task(clip):
+    cfg = tiny_cfg("MODEL.CLIP.MODEL_NAME", clip)
+    model = build_model(cfg).eval()
+    batch = next(iter(build_test_loader(cfg, "shapes_ov_val")))
+    out = model(batch)[0]
+    h, w = batch[0]["height"], batch[0]["width"]
+    assert out["sem_seg"].shape == (70, h, w)
+    ids, segs = out["panoptic_seg"]
+    assert ids.shape == (h, w)
+    assert all({"id", "category_id", "isthing", "score"} <= set(s) for s in segs)
+    assert out["instances"]["masks"].shape[1:] == (h, w)
+
+
+def test_vocabulary_switch_changes_class_count():
+    cfg = tiny_cfg()
+    model = build_model(cfg).eval()
+    batch = next(iter(build_test_loader(cfg, "shapes_ov_val")))
+    model.set_vocabulary(parse_vocab("red star|red thing,sky,blue ring"))
+    assert model(batch)[0]["sem_seg"].shape[0] == 3
+    assert model._seen.tolist() == [True, True, True]  # all three are seen training classes
+
+
+@pytest.mark.parametrize("stage", [("True", "False", "gt"), ("False", "True", "gt"),
+                                   ("False", "True", "mixed")])
+def test_training_steps_lower_the_loss(stage):
+    gen, cls, masks = stage
+    cfg = tiny_cfg("MODEL.TRAIN_GENERATOR", gen, "MODEL.TRAIN_CLASSIFIER", cls,
+                   "MODEL.MASK_ADAPTER.TRAIN_MASKS", masks, "MODEL.PMP.DEEP_SUPERVISION", "False")
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    batch = next(iter(build_train_loader(cfg)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params and all(not p.requires_grad for p in model.backbone.parameters())
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = sum(model(batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
