@@ -7,6 +7,7 @@ Every sub-command answers bad input with one line on stderr and a non-zero exit 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(seg)
 
     gen = sub.add_parser("generate", help="caption images, generate or infill images (CM3)")
+    parser.generate_parser = gen  # for printing its help when no mode is given
     gsub = gen.add_subparsers(dest="mode", metavar="MODE")
     cap = gsub.add_parser("caption", help="print one caption per image: STEM<TAB>caption")
     cap.add_argument("images", nargs="+", metavar="IMAGE")
@@ -97,22 +99,29 @@ def _vocab(args):
 
 
 def cmd_segment(args) -> int:
-    from mmmask.data.image_io import read_image
-    from mmmask.predictor import SegmentationPredictor, write_result
-
     vocab = _vocab(args)
+    folders = [p for p in args.images if os.path.isdir(p)]
+    if folders:
+        raise CLIError(f"{folders[0]} is a directory, not an image; give image files "
+                       f"(e.g. {os.path.join(folders[0], '*.png')})")
     missing = [p for p in args.images if not os.path.isfile(p)]
     if missing:
         raise CLIError(f"image not found: {', '.join(missing)}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise CLIError(f"--out {args.out} is a file; give a folder for the results")
+    from mmmask.data.image_io import read_image  # torch loads only once the input looks right
+    from mmmask.predictor import SegmentationPredictor, write_result
+
     predictor = SegmentationPredictor.from_files(args.config_file, args.weights, args.opts, args.device)
     failed = 0
     for path in args.images:
         try:
-            image = read_image(path)
+            image = read_image(path, int(predictor.cfg.INPUT.MAX_PIXELS))
             result = predictor.predict(image, vocab, task=args.task, generator=args.generator,
                                        score_threshold=args.score_threshold)
         except ValueError as e:  # one bad image does not stop the others
-            print(f"error: {path}: {e}", file=sys.stderr)
+            msg = str(e) if str(e).startswith(path) else f"{path}: {e}"  # name the file once
+            print(f"error: {msg}", file=sys.stderr)
             failed += 1
             continue
         png, js = write_result(result, image, path, args.out)
@@ -159,6 +168,12 @@ _VALUE_FLAGS = {"--vocab", "--vocab-file", "--task", "--generator", "--out", "--
                 "--seg-weights", "--seg-opts"}
 
 
+def _quiet_random_init(record: logging.LogRecord) -> bool:
+    """Drop open_clip's "initialized randomly" warning: an empty MODEL.CLIP.PRETRAINED asks for
+    random weights on purpose, and stderr is kept for the one-line errors."""
+    return "initialized randomly" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -166,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.opts = opts
     if args.command is None or (args.command == "generate" and args.mode is None):
-        parser.print_help() if args.command is None else parser.parse_args(["generate", "-h"])
+        (parser if args.command is None else parser.generate_parser).print_help()
         return EXIT_USAGE
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    logging.getLogger().addFilter(_quiet_random_init)  # same object: added once
     handler = {"segment": cmd_segment, "generate": cmd_generate, "demo": cmd_demo}[args.command]
     return run_guarded(lambda: handler(args))
 
@@ -192,9 +208,27 @@ def run_guarded(fn) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback dump
-        print(f"error: unexpected {type(e).__name__}: {e} (MMMASK_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        if _is_yaml_error(e):
+            print(f"error: {_yaml_message(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"error: unexpected {type(e).__name__}: {first} (MMMASK_DEBUG=1 shows the "
+              f"traceback)", file=sys.stderr)
         return 1
+
+
+def _is_yaml_error(e: Exception) -> bool:
+    return any(c.__name__ == "YAMLError" and c.__module__.startswith("yaml")
+               for c in type(e).__mro__)
+
+
+def _yaml_message(e: Exception) -> str:
+    """One line for a config file that is not valid YAML: file, line and PyYAML's reason."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "config file"
+    why = "; ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
+    return f"{where}: not valid YAML ({why or type(e).__name__})"
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,8 +7,10 @@ the last image are reused when only the vocabulary changes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mmmask.config import CfgNode, load_cfg
+from mmmask.data.image_io import as_rgb_array
 from mmmask.data.vocab import Vocabulary, parse_vocab
 from mmmask.utils.weights import SHIPPED_DIR, load_matching, load_state_dict_file, resolve_weights
 
@@ -28,6 +31,18 @@ TASKS = ("semantic", "panoptic", "instance")
 def default_config_file() -> str:
     """The config of the shipped Shapes-OV model (inside the package)."""
     return str(SHIPPED_DIR / "shapes_ovseg.yaml")
+
+
+def _locked(method):
+    """Run a predictor method under the predictor's lock: the model holds the current
+    vocabulary and SAM the current image, so concurrent callers (a demo server) take turns."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def pick_device(name: str) -> torch.device:
@@ -93,11 +108,17 @@ class SegmentationPredictor:
         if cfg.MODEL.WEIGHTS:
             state = load_state_dict_file(cfg.MODEL.WEIGHTS, config_key="MODEL.WEIGHTS")
             state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-            load_matching(self.model, state, source=resolve_weights(cfg.MODEL.WEIGHTS), strict=False)
+            source = resolve_weights(cfg.MODEL.WEIGHTS)
+            _, unexpected = load_matching(self.model, state, source=source, strict=False)
+            if len(unexpected) * 2 > len(state):  # mostly another model's tensors: refuse
+                raise ValueError(
+                    f"{source} does not fit the model ({len(unexpected)} of {len(state)} tensors "
+                    f"unknown, e.g. {unexpected[:3]}); wrong architecture or config?")
             self.model.backbone.text.clear_cache()
         self.default_vocabulary = self.model.vocabulary
         self.default_is_thing = list(self.model.is_thing)
         self._sam = None
+        self._lock = threading.RLock()
 
     @classmethod
     def from_files(cls, config_file: str | None = None, weights: str | None = None,
@@ -153,6 +174,7 @@ class SegmentationPredictor:
             self._sam = MASK_GENERATOR_REGISTRY.get("SAM")(self.cfg).to(self.device).eval()
         return self._sam
 
+    @_locked
     @torch.no_grad()
     def predict(self, image: np.ndarray, vocab: Vocabulary | str | None = None,
                 task: str = "semantic", generator: str = "pmp", score_threshold: float = 0.0,
@@ -166,6 +188,7 @@ class SegmentationPredictor:
             raise ValueError(f"Unknown task {task!r}; valid: {', '.join(TASKS)}")
         if generator not in ("pmp", "sam"):
             raise ValueError(f"Unknown generator {generator!r}; valid: pmp, sam")
+        image = as_rgb_array(image)  # grayscale / RGBA / 16-bit / float arrays -> HxWx3 uint8
         vocabulary, is_thing = self.resolve_vocabulary(vocab)
         self.model.set_vocabulary(vocabulary, is_thing)
         h, w = image.shape[:2]
@@ -183,6 +206,63 @@ class SegmentationPredictor:
         out = self.model.postprocess(probs[0], objectness[0], mask_logits[0], sizes[0],
                                      tuple(images.shape[-2:]), (h, w), tasks=tasks)
         return self._to_result(out, vocabulary, task, h, w, score_threshold)
+
+    @_locked
+    @torch.no_grad()
+    def classify_masks(self, image: np.ndarray, masks: np.ndarray,
+                       vocab: Vocabulary | str | None = None) -> tuple[np.ndarray, list[str]]:
+        """Name given masks: class probabilities float [Q, C] of ``masks`` (Q x H x W bool, at
+        the image size) against ``vocab``, and the C display labels."""
+        masks = np.asarray(masks, bool)
+        if masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
+            raise ValueError(f"masks must be Q x H x W = Q x {image.shape[0]} x {image.shape[1]}; "
+                             f"got {masks.shape}")
+        vocabulary, is_thing = self.resolve_vocabulary(vocab)
+        self.model.set_vocabulary(vocabulary, is_thing)
+        x = self._prepare(image)
+        images, _ = self.model._images([{"image": x, "height": image.shape[0],
+                                         "width": image.shape[1]}])
+        external = self._pad_masks(masks, x.shape[-2:]).to(self.device)
+        probs, _, _ = self.model.predict_masks(images, external)
+        return probs[0, : len(masks)].float().cpu().numpy(), vocabulary.labels
+
+    @_locked
+    @torch.no_grad()
+    def click(self, image: np.ndarray, points=None, point_labels=None, box=None,
+              vocab: Vocabulary | str | None = None, top_k: int = 3) -> SegmentationResult:
+        """Prompted SAM, named by the classifier: one segment for clicks and/or a box.
+
+        ``points`` [P, 2] xy pixels with ``point_labels`` [P] (1 positive, 0 negative); ``box``
+        XYXY pixels. SAM's best mask (by predicted IoU; three candidates for a single click)
+        becomes the segment; its ``label``/``score`` are the top class, ``candidates`` the
+        ``top_k`` (label, probability) pairs and ``sam_score`` SAM's predicted IoU. An empty
+        mask gives a result without segments.
+        """
+        points = [] if points is None else [list(map(float, p)) for p in points]
+        if not points and box is None:
+            raise ValueError("No prompt: click at least one point or draw a box on the image")
+        if points and (point_labels is None or len(point_labels) != len(points)):
+            raise ValueError("point_labels must give one label (1 positive, 0 negative) per point")
+        coords = np.asarray(points, np.float32)[None] if points else None  # (1, P, 2)
+        labels = np.asarray(point_labels, np.int64)[None] if points else None  # (1, P)
+        boxes = None if box is None else np.asarray(box, np.float32).reshape(1, 4)  # (1, 4)
+        pred = self.sam().predict(image, point_coords=coords, point_labels=labels, boxes=boxes,
+                                  multimask_output=box is None and len(points) == 1)
+        best = int(pred.iou_preds[0].argmax())
+        mask = pred.masks[0, best].cpu().numpy().astype(bool)  # (H, W)
+        h, w = image.shape[:2]
+        vocabulary, _ = self.resolve_vocabulary(vocab)
+        if not mask.any():
+            return SegmentationResult(height=h, width=w, labels=vocabulary.labels,
+                                      task="instance")
+        probs, names = self.classify_masks(image, mask[None], vocabulary)
+        order = np.argsort(-probs[0])[: max(1, top_k)]
+        c = int(order[0])
+        segment = {"id": 1, "label": names[c], "class_id": c, "score": float(probs[0, c]),
+                   "mask": mask, "sam_score": float(pred.iou_preds[0, best]),
+                   "candidates": [(names[i], float(probs[0, i])) for i in order]}
+        return SegmentationResult(height=h, width=w, labels=names, task="instance",
+                                  segments=[segment])
 
     def _sam_masks(self, image: np.ndarray) -> np.ndarray:
         records = self.sam().generate(image)

@@ -73,15 +73,16 @@ def _shapes(spec: dict) -> AnnotatedImage:
 def _check_shape(arr: np.ndarray, image: np.ndarray, what: str, record: dict) -> None:
     if arr.shape[:2] != image.shape[:2]:
         raise ValueError(
-            f"{what} of {record.get('file_name', record.get('image_id'))} is "
-            f"{arr.shape[1]} x {arr.shape[0]} but the image is {image.shape[1]} x {image.shape[0]}"
+            f"{what} is {arr.shape[1]} x {arr.shape[0]} but its image "
+            f"{record.get('file_name', record.get('image_id'))} is {image.shape[1]} x "
+            f"{image.shape[0]}; annotations must have the image's size"
         )
 
 
 def _semantic(record: dict, image: np.ndarray, ignore_label: int,
               num_classes: int | None) -> np.ndarray:
     sem = read_label_png(record["sem_seg_file_name"]).astype(np.int32)
-    _check_shape(sem, image, "Label map", record)
+    _check_shape(sem, image, f"Label map {record['sem_seg_file_name']}", record)
     if ignore_label != IGNORE:
         sem = np.where(sem == ignore_label, IGNORE, np.where(sem == IGNORE, -1, sem))
     bad = sem[(sem != IGNORE) & ((sem < 0) | (num_classes is not None and sem >= num_classes))]
@@ -95,7 +96,7 @@ def _semantic(record: dict, image: np.ndarray, ignore_label: int,
 
 def _panoptic(record: dict, image: np.ndarray):
     ids = read_panoptic_png(record["pan_seg_file_name"])
-    _check_shape(ids, image, "Panoptic PNG", record)
+    _check_shape(ids, image, f"Panoptic PNG {record['pan_seg_file_name']}", record)
     h, w = ids.shape
     sem = np.full((h, w), IGNORE, np.int32)
     masks, classes, flags = [], [], []

@@ -22,6 +22,7 @@ __all__ = [
     "ImageTooLargeError",
     "DEFAULT_MAX_PIXELS",
     "read_image",
+    "as_rgb_array",
     "read_label_png",
     "read_panoptic_png",
     "resolve_in_root",
@@ -180,6 +181,51 @@ def read_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
     finally:
         im.close()
     return np.array(out, dtype=np.uint8, order="C")  # writable copy
+
+
+def _array_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Pixel values -> uint8: bool, uint16 (full range), floats in 0..1 or 0..255, small ints."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"Image arrays must hold numbers, got dtype {arr.dtype}")
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError("The image array holds NaN or infinite values")
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if lo < 0 or hi > 255:
+        raise ValueError(f"Image values span {lo:g}..{hi:g}; expected 0..255 (or 0..1 floats)")
+    if np.issubdtype(arr.dtype, np.floating) and hi <= 1.0:
+        arr = arr * 255.0
+    return np.round(arr).astype(np.uint8)
+
+
+def as_rgb_array(image, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """An in-memory image as HxWx3 uint8 RGB (what the predictor takes).
+
+    Accepts a PIL image or an array HxW / HxWx1 (grayscale), HxWx3 (RGB) or HxWx4 (RGBA,
+    composited on ``background``) of uint8, uint16, bool, integers in 0..255 or floats in 0..1
+    or 0..255. Anything else raises ``ValueError`` naming the shape or dtype.
+    """
+    if isinstance(image, Image.Image):
+        return np.array(_to_rgb(image, background), dtype=np.uint8, order="C")
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"Expected an image array (HxWx3 uint8 RGB), got {type(image).__name__}")
+    arr = image[:, :, None] if image.ndim == 2 else image
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"Expected an HxWx3 RGB image (or HxW, HxWx1, HxWx4), got shape "
+                         f"{tuple(image.shape)}")
+    arr = _array_to_uint8(arr)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        alpha = arr[:, :, 3:].astype(np.float32) / 255.0
+        rgb = arr[:, :, :3] * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
+        arr = np.round(rgb).astype(np.uint8)
+    return np.ascontiguousarray(arr)
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:

@@ -10,7 +10,33 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SHIPPED_DIR", "resolve_weights", "load_state_dict_file", "load_matching", "save_safetensors"]
+__all__ = ["SHIPPED_DIR", "resolve_weights", "load_state_dict_file", "load_matching",
+           "save_safetensors", "sparsify_rows", "densify_rows"]
+
+# Row-sparse storage of embedding tables whose untouched rows are zero: "<key>.__rows" (int64
+# row ids), "<key>.__values" (those rows) and "<key>.__shape" (the dense shape).
+_ROWS, _VALUES, _SHAPE = ".__rows", ".__values", ".__shape"
+
+
+def sparsify_rows(state: dict[str, torch.Tensor], key: str, keep: torch.Tensor) -> dict:
+    """Store only rows ``keep`` (bool mask or ids) of ``state[key]``; other rows load as zeros."""
+    dense = state.pop(key)
+    rows = keep.nonzero().flatten() if keep.dtype == torch.bool else keep.long()
+    state[key + _ROWS] = rows.long()
+    state[key + _VALUES] = dense[rows]
+    state[key + _SHAPE] = torch.tensor(list(dense.shape), dtype=torch.long)
+    return state
+
+
+def densify_rows(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo :func:`sparsify_rows` for every row-sparse entry of ``state``."""
+    for key in [k[: -len(_ROWS)] for k in state if k.endswith(_ROWS)]:
+        rows, values = state.pop(key + _ROWS), state.pop(key + _VALUES)
+        shape = state.pop(key + _SHAPE).tolist()
+        dense = values.new_zeros(shape)
+        dense[rows] = values
+        state[key] = dense
+    return state
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -35,7 +61,7 @@ def load_state_dict_file(path: str, config_key: str = "MODEL.WEIGHTS") -> dict[s
         from safetensors.torch import load_file
 
         try:
-            return load_file(path, device="cpu")
+            return densify_rows(load_file(path, device="cpu"))
         except Exception as e:
             raise ValueError(f"Cannot read safetensors file {path}: {e}") from None
     try:

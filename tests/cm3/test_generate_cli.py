@@ -241,8 +241,8 @@ def test_infill_vocab_target_cli(scene, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(SegmentationPredictor, "predict", absent)
     out2 = tmp_path / "edit2.png"
-    code = main(["generate", "infill", str(folder / "scene.png"), "--vocab-target", "zebra crossing",
-                 "--prompt", "x", "--out", str(out2), *SEG, *CM3])
+    code = main(["generate", "infill", str(folder / "scene.png"), "--vocab-target",
+                 "zebra crossing", "--prompt", "x", "--out", str(out2), *SEG, *CM3])
     _one_error_line(capsys, code, "not found in the image; found: red circle")
     assert not out2.exists()
 

@@ -73,8 +73,17 @@ class OpenVocabSegmentor(nn.Module):
         self.ensemble, self.alpha, self.beta = ensemble, alpha, beta
         self.tasks = tuple(tasks)
         self.size_divisibility = size_divisibility
-        self.train_vocabulary = vocabulary
-        self._train_is_thing = list(is_thing)
+        # The dataset's vocabulary (the inference default) and the training vocabulary: only the
+        # classes seen in training, so that unseen names never act as negatives.
+        self.dataset_vocabulary, self.dataset_is_thing = vocabulary, list(is_thing)
+        seen = list(vocabulary.seen) if vocabulary.seen is not None else [True] * len(vocabulary)
+        keep = [i for i, s in enumerate(seen) if s]
+        self.train_vocabulary = Vocabulary(tuple(vocabulary.classes[i] for i in keep),
+                                           seen=(True,) * len(keep))
+        self._train_is_thing = [is_thing[i] for i in keep]
+        class_map = torch.full((len(vocabulary),), -1, dtype=torch.long)
+        class_map[keep] = torch.arange(len(keep))
+        self.register_buffer("_train_class_map", class_map, persistent=False)
         self.set_vocabulary(vocabulary, is_thing)
         for module, on in ((mask_generator, train_generator), (classifier, train_classifier)):
             for p in module.parameters():
@@ -111,8 +120,8 @@ class OpenVocabSegmentor(nn.Module):
         """Use ``vocab`` for inference; classes seen in training are found by their labels."""
         self.vocabulary = vocab
         if is_thing is None:  # classes of the training vocabulary keep their flag; others: thing
-            known = {c[0].lower(): t for c, t in zip(self.train_vocabulary.classes,
-                                                     getattr(self, "_train_is_thing", []))}
+            known = {c[0].lower(): t for c, t in zip(self.dataset_vocabulary.classes,
+                                                     self.dataset_is_thing)}
             is_thing = [known.get(c[0].lower(), True) for c in vocab.classes]
         self.is_thing = list(is_thing)
         if len(self.is_thing) != len(vocab):
@@ -153,15 +162,19 @@ class OpenVocabSegmentor(nn.Module):
         for item in batch:
             inst = item["instances"]
             masks = inst["masks"].to(self.device)
+            classes = self._train_class_map[inst["classes"].to(self.device)]  # dataset -> training ids
+            keep = classes >= 0  # unseen segments (absent from training splits) are dropped
+            masks, classes = masks[keep], classes[keep]
             padded = masks.new_zeros((masks.shape[0], *size))
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
-            targets.append({"masks": padded, "classes": inst["classes"].to(self.device)})
+            targets.append({"masks": padded, "classes": classes})
         return targets
 
     # -- training ----------------------------------------------------------------------------
     def _training_losses(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         if self.vocabulary is not self.train_vocabulary:
             self.set_vocabulary(self.train_vocabulary, self._train_is_thing)
+            self._restore_vocabulary = True
         images, _ = self._images(batch)
         feats = self.backbone(images)
         text = self.text_embeddings()
@@ -254,6 +267,13 @@ class OpenVocabSegmentor(nn.Module):
             result["instances"] = instance_inference(probs, objectness, masks, self.is_thing,
                                                      self.detections_per_image)
         return result
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not mode and getattr(self, "_restore_vocabulary", False):  # back to the dataset's
+            self.set_vocabulary(self.dataset_vocabulary, self.dataset_is_thing)
+            self._restore_vocabulary = False
+        return self
 
     def forward(self, batch: list[dict], external_masks: torch.Tensor | None = None):
         if self.training:
