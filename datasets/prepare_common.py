@@ -59,10 +59,12 @@ class Source:
         return [n for n in self.names if fnmatch.fnmatch(n, pattern)]
 
     def find_root(self, marker: str) -> str:
-        """The prefix (possibly "") under which ``marker`` (a relative path) exists."""
+        """The prefix (possibly "") under which ``marker`` (a file or folder path) exists."""
+        needle = "/" + marker.strip("/") + "/"
         for n in self.names:
-            if n == marker or n.endswith("/" + marker):
-                return n[: len(n) - len(marker)]
+            at = ("/" + n + "/").find(needle)
+            if at >= 0:
+                return n[:at]
         raise FileNotFoundError(f"{self.path}: no {marker!r} inside; is this the right download?")
 
     def read(self, name: str) -> bytes:

@@ -60,10 +60,11 @@ def shows_errors(fn):
         except gr.Error:
             raise
         except USER_ERRORS as e:
-            raise gr.Error(_one_line(e), print_exception=False) from None
+            raise gr.Error(_one_line(e), duration=None, print_exception=False) from None
         except Exception as e:  # a bug: log it, tell the user, keep serving
             logger.exception("demo request failed")
-            raise gr.Error(f"Internal error ({type(e).__name__}): {_one_line(e)}") from None
+            raise gr.Error(f"Internal error ({type(e).__name__}): {_one_line(e)}",
+                           duration=None) from None
 
     return wrapper
 

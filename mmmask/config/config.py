@@ -77,10 +77,12 @@ class CfgNode(_FvCfgNode):
                 if not isinstance(node, _FvCfgNode) or part not in node:
                     raise ConfigError(f"Unknown config key {key!r}.{self._closest(str(key))}")
                 node = node[part]
-        try:
-            super().merge_from_list(cfg_list)
-        except (ValueError, AssertionError) as e:
-            raise ConfigError(f"Bad override {cfg_list}: {e}") from None
+        for key, value in zip(cfg_list[0::2], cfg_list[1::2]):
+            try:
+                super().merge_from_list([key, value])
+            except (ValueError, AssertionError) as e:
+                msg = " ".join(str(e).split())
+                raise ConfigError(f"Bad override {key} {value!r}: {msg}") from None
 
     def dump(self, **kwargs: Any) -> str:  # stable key order for config.yaml in OUTPUT_DIR
         return super().dump(sort_keys=True, **kwargs)

@@ -31,7 +31,8 @@ def _name_masks(model, image: torch.Tensor, masks: torch.Tensor) -> dict:
     images, sizes = model._images(batch)
     if masks.shape[1] == 0:
         masks = masks.new_zeros(1, 1, *masks.shape[-2:])
-    ext = F.pad(masks, (0, images.shape[-1] - masks.shape[-1], 0, images.shape[-2] - masks.shape[-2]))
+    pad = (0, images.shape[-1] - masks.shape[-1], 0, images.shape[-2] - masks.shape[-2])
+    ext = F.pad(masks, pad)  # [1, Q, H_pad, W_pad]
     probs, objectness, logits = model.predict_masks(images, ext)
     return model.postprocess(probs[0], objectness[0], logits[0], sizes[0],
                              tuple(images.shape[-2:]), sizes[0])
@@ -101,12 +102,12 @@ def cm3_figures(config, *, prompt_len: int = 16, new_tokens: int = 256, repeats:
             "speedup": t["recompute"].median / t["kv_cache"].median}
 
 
-def benchmark_prompts() -> list[str]:
-    """280 prompts: the 70 Shapes-OV class names x 4 ViLD-style templates."""
+def benchmark_prompts(templates: int = 3) -> list[str]:
+    """The 70 Shapes-OV class names x the first ``templates`` ViLD-style templates (210)."""
     from mmmask.data.shapes import CLASS_NAMES
     from mmmask.modeling.clip.text import PROMPT_TEMPLATES
 
-    return [t.format(n) for n in CLASS_NAMES for t in PROMPT_TEMPLATES["imagenet"][:4]]
+    return [t.format(n) for n in CLASS_NAMES for t in PROMPT_TEMPLATES["imagenet"][:templates]]
 
 
 @torch.no_grad()
@@ -124,27 +125,30 @@ def text_figures(clip_name: str, prompts: list[str], *, repeats: int, warmup: in
     enc = TextEncoder(clip, tokenizer, ("{}",), cache_size=len(prompts) + 1,
                       batch_size=len(prompts))
     tokens = tokenizer(prompts).to(device)
-    padded = F.normalize(enc.encode_tokens(tokens, truncate=False), dim=-1)
-    cut = F.normalize(enc.encode_tokens(tokens, truncate=True), dim=-1)
     for _ in range(warmup):
         enc.encode_tokens(tokens[:8], truncate=False), enc.encode_tokens(tokens[:8])
+    last: dict[str, torch.Tensor] = {}
+
+    def encode(name: str, truncate: bool):
+        last[name] = enc.encode_tokens(tokens, truncate=truncate)
 
     def cold_cache():
         enc.clear_cache()
         return enc.encode_prompts(prompts)
 
-    t = time_side_by_side({"padded_77": lambda: enc.encode_tokens(tokens, truncate=False),
-                           "truncated": lambda: enc.encode_tokens(tokens, truncate=True),
+    t = time_side_by_side({"padded_77": lambda: encode("padded", False),
+                           "truncated": lambda: encode("truncated", True),
                            "truncated_cold_cache": cold_cache,
                            "cached": lambda: enc.encode_prompts(prompts)},
                           repeats=repeats, warmup=0, device=device)
+    diff = (F.normalize(last["padded"], dim=-1) - F.normalize(last["truncated"], dim=-1)).abs()
     longest = int((tokens != 0).sum(dim=1).max())
     return {"clip": clip_name, "num_prompts": len(prompts), "longest_prompt_tokens": longest,
             "context_length": int(tokens.shape[1]),
             "timings": {k: v.as_dict() for k, v in t.items()},
             "padded_over_truncated": t["padded_77"].median / t["truncated"].median,
             "padded_over_cached": t["padded_77"].median / t["cached"].median,
-            "max_abs_diff": float((padded - cut).abs().max())}
+            "max_abs_diff": float(diff.max())}
 
 
 def eval_figures(*, num_classes: int = 150, size: int = 512, num_images: int = 4,

@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""The README's Shapes-OV results table: every generator/classifier pair through tools/eval.py.
+
+    python tools/shapes_table.py --output docs/shapes_results.json
+
+Each row is one `tools/eval.py` run per task on the Shapes-OV test split (seen and unseen classes
+reported separately); rows whose weights are missing are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# (row name, config file, weights, generator, extra KEY VALUE overrides)
+ROWS = [
+    ("plain decoder + mask pooling", "configs/shapes/plain_decoder.yaml",
+     "output/shapes/plain_decoder/model_final.safetensors", "pmp",
+     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling"]),
+    ("PMP + mask pooling", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
+     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling"]),
+    ("PMP + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "pmp", []),
+    ("SAM + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "sam", []),
+]
+TASKS = {"semantic": ["mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"], "panoptic": ["PQ", "PQ_seen",
+         "PQ_unseen"], "instance": ["AP", "AP_seen", "AP_unseen"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="shapes_ov_test")
+    p.add_argument("--output", default=None)
+    p.add_argument("--rows", default=None, help="comma-separated row numbers (default: all)")
+    p.add_argument("--tasks", default="semantic,panoptic,instance")
+    args = p.parse_args(argv)
+    from mmmask.evaluation.runner import evaluate_dataset
+    from mmmask.predictor import SegmentationPredictor
+
+    wanted = None if args.rows is None else {int(r) for r in args.rows.split(",")}
+    results = {}
+    for i, (name, config, weights, generator, opts) in enumerate(ROWS):
+        if wanted is not None and i not in wanted:
+            continue
+        path = os.path.join(ROOT, weights) if weights else ""
+        if weights and not os.path.isfile(path):
+            print(f"skip {name!r}: {weights} not found (train it first)")
+            continue
+        predictor = SegmentationPredictor.from_files(os.path.join(ROOT, config), path or None, opts)
+        model = predictor.as_model(generator)
+        row = {}
+        for task in args.tasks.split(","):
+            metrics = evaluate_dataset(predictor.cfg, model, args.dataset, task=task, show=False)
+            row.update({k: metrics.get(k) for k in TASKS[task]})
+        results[name] = row
+        print(name, json.dumps({k: None if v is None else round(v, 1) for k, v in row.items()}),
+              flush=True)
+    cols = [c for t in args.tasks.split(",") for c in TASKS[t]]
+    print("\n| method | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for name, row in results.items():
+        cells = ["-" if row.get(c) is None else f"{row[c]:.1f}" for c in cols]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
