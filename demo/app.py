@@ -32,6 +32,7 @@ def _load_sibling(name: str):
 
 
 cb = _load_sibling("callbacks")
+image_input = _load_sibling("components").image_input
 
 __all__ = ["build_demo", "start", "launch", "main", "DemoModels"]
 
@@ -43,27 +44,6 @@ QUEUE_SIZE = 128  # waiting requests beyond this are refused ("queue full")
 TITLE = ("# mmmask\nOpen-vocabulary segmentation (PMP / SAM masks named by Mask-Adapter) and "
          "causal-masked generation (CM3). Vocabulary syntax: `,` between classes, `|` between "
          "synonyms, e.g. `red star|red starfish, sky, grass|lawn`.")
-
-
-class SegmentImage(gr.Image):
-    """An image input that hands the uploaded file's path to the callback unopened, so that
-    unreadable uploads are reported by ``mmmask.data.image_io.read_image`` with a clear message
-    (the stock component fails inside Gradio with no message)."""
-
-    is_template = True  # rendered by the stock Image frontend (keep gr.Image's __init__: its
-    # signature is the component's config)
-
-    def preprocess(self, payload):
-        if payload is None:
-            return None
-        if payload.path is None:  # a data URL (pasted image): let Gradio decode it
-            return super().preprocess(payload)
-        return str(payload.path)
-
-
-def image_input(label: str, elem_id: str, height: int) -> SegmentImage:
-    return SegmentImage(label=label, elem_id=elem_id, height=height, type="filepath",
-                        image_mode=None, sources=["upload", "clipboard"])
 
 
 def _segment_tab(app, vocab):
@@ -220,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: MODEL.DEVICE)")
     p.add_argument("--cm3-config-file", default=None, help="CM3 config (default: shipped)")
     p.add_argument("--cm3-weights", default=None, help="CM3 weights ('' = random, for tests)")
-    p.add_argument("--cm3-opts", default="", help="CM3 config overrides as one 'KEY VALUE ...' string")
+    p.add_argument("--cm3-opts", default="",
+                   help="CM3 config overrides as one 'KEY VALUE ...' string")
     p.add_argument("--concurrency", type=int, default=CONCURRENCY,
                    help="requests processed at once")
     argv = sys.argv[1:] if argv is None else list(argv)

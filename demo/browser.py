@@ -126,6 +126,11 @@ class DemoPage:
         box.fill(text)
         box.blur()
 
+    def choose(self, elem_id: str, option: str) -> None:
+        """Pick ``option`` in the dropdown ``elem_id``."""
+        self.page.locator(f"#{elem_id} input").first.click()
+        self.page.get_by_role("option", name=option, exact=True).click()
+
     def upload(self, elem_id: str, path: str, preview: bool = True) -> None:
         """Upload a file into an image input (clearing the previous one) and wait until the
         server has it (and, with ``preview``, until the page shows it)."""
@@ -179,14 +184,25 @@ class DemoPage:
 
     def dismiss_errors(self) -> None:
         """Close the error messages shown."""
+        from playwright.sync_api import Error as PlaywrightError
+
         close = self.page.locator(".toast-close")
         for _ in range(20):
-            if not close.count():
+            n = close.count()
+            if not n:
                 return
-            close.first.click()
-            self.page.wait_for_timeout(200)
+            try:  # a message may vanish by itself between count() and click()
+                close.first.click(timeout=2000)
+                self.page.wait_for_function(
+                    f"() => document.querySelectorAll('.toast-close').length < {n}",
+                    timeout=5000)
+            except PlaywrightError:
+                pass
 
     def screenshot(self, path: str, elem_id: str | None = None) -> str:
-        target = self.page.locator(f"#{elem_id}") if elem_id else self.page
-        target.screenshot(path=str(path))
+        """A PNG of one component, or of the whole page."""
+        if elem_id:
+            self.page.locator(f"#{elem_id}").screenshot(path=str(path))
+        else:
+            self.page.screenshot(path=str(path), full_page=True)
         return str(path)

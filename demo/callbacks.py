@@ -223,7 +223,8 @@ class DemoCallbacks:
         result = self.models.segmenter.predict(image, vocab, task=task, generator=generator,
                                                score_threshold=float(threshold or 0.0))
         progress(0.9, desc="Drawing")
-        names = ", ".join(sorted({s["label"] for s in result.segments})) or "none above the threshold"
+        names = ", ".join(sorted({s["label"] for s in result.segments}))
+        names = names or "none above the threshold"
         status = (f"**{len(result.segments)} segments** ({names}) · {task} · "
                   f"{generator.upper()} · {time.perf_counter() - t0:.2f} s")
         return ((image, annotations(result)), segments_table(result),
@@ -254,7 +255,8 @@ class DemoCallbacks:
                                              prompts["box"], vocab)
         view = (draw_prompts(image, prompts), annotations(result))
         if not result.segments:
-            return view, pd.DataFrame(columns=["label", "probability"]), "SAM found no mask.", prompts
+            empty = pd.DataFrame(columns=["label", "probability"])
+            return view, empty, "SAM found no mask.", prompts
         seg = result.segments[0]
         table = pd.DataFrame([[n, round(p, 3)] for n, p in seg["candidates"]],
                              columns=["label", "probability"])

@@ -97,7 +97,8 @@ def run_load(url: str, n: int, endpoint: str) -> tuple[list[float], list[str], f
     """Submit ``n`` requests at once; returns (latencies s, errors, wall time s)."""
     from gradio_client import Client
 
-    client = Client(url, verbose=False, httpx_kwargs={"timeout": HTTP_TIMEOUT_S})
+    client = Client(url, verbose=False, download_files=False,
+                    httpx_kwargs={"timeout": HTTP_TIMEOUT_S})
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()

@@ -55,9 +55,11 @@ def shoot_generate(page, out: Path) -> None:
     page.upload("gen-image", EXAMPLES / "shapes_ov_test_0002.png")
     page.run("gen-caption-run", "gen-caption")
     page.wait_text("gen-info", "Caption")
-    page.page.locator("#gen-text textarea, #gen-text input").first.fill("a red star on grass")
-    page.run("gen-t2i-run", "gen-output")
-    page.wait_text("gen-info", "Text to image")
+    page.page.locator("#gen-box textarea, #gen-box input").first.fill("150,20,250,120")
+    page.page.locator("#gen-infill-prompt textarea, #gen-infill-prompt input").first.fill(
+        "a yellow star on sand")
+    page.run("gen-infill-run", "gen-output")
+    page.wait_text("gen-info", "Box infill")
     page.page.locator("#gen-output img").first.wait_for(state="visible")
     page.screenshot(out / "demo_generate.png")
 

@@ -25,7 +25,8 @@ ROWS = [
     ("PMP + mask pooling", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
      ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling"]),
     ("PMP + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "pmp", []),
-    ("SAM + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "sam", []),
+    ("PMP + Mask-Adapter + in/out-vocabulary ensemble", "mmmask/weights/shapes_ovseg.yaml", "",
+     "pmp", ["MODEL.ENSEMBLE.ENABLED", "True"]),
 ]
 TASKS = {"semantic": ["mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"], "panoptic": ["PQ", "PQ_seen",
          "PQ_unseen"], "instance": ["AP", "AP_seen", "AP_unseen"]}

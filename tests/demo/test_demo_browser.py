@@ -105,8 +105,9 @@ def test_segment_finds_expected_labels(page, tmp_path):
     example = EXAMPLES[2]
     truth = _ground_truth(example)
     page.tab("Segment")
-    page.page.locator("#vocab-preset").click()
-    page.page.get_by_role("option", name="Shapes-OV (70 classes)").click()
+    page.choose("vocab-preset", "Shapes-OV (70 classes)")
+    page.page.wait_for_function(
+        "() => document.querySelector('#vocab textarea').value.split(',').length >= 70")
     page.upload("seg-image", example)
     labels = {r[1] for r in page.segment()}
     page.screenshot(tmp_path / "segment_shipped.png")

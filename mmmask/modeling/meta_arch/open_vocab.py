@@ -193,8 +193,12 @@ class OpenVocabSegmentor(nn.Module):
                 pred = proposals.pred_masks.detach().sigmoid()
             per_image = []
             for i, t in enumerate(targets):
-                gt = F.interpolate(t["masks"][None].float(), size=feats["res2"].shape[-2:],
-                                   mode="bilinear", align_corners=False)[0] > 0.5
+                size = feats["res2"].shape[-2:]
+                if len(t["masks"]):
+                    gt = F.interpolate(t["masks"][None].float(), size=size, mode="bilinear",
+                                       align_corners=False)[0] > 0.5
+                else:  # no seen segment in this image
+                    gt = torch.zeros((0, *size), dtype=torch.bool, device=self.device)
                 per_image.append(build_adapter_targets(
                     None if pred is None else pred[i], gt, t["classes"],
                     self.adapter_iou_threshold, mode=self.adapter_masks,

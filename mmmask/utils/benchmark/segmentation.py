@@ -179,37 +179,58 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def peak_memory(clip_name: str, size: int, *, num_queries: int = 100,
-                device: str = "cpu") -> dict:
-    """Peak memory of one inference (``model(batch)``) of a freshly built model.
-
-    CPU: the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``) before the forward and
-    read (``VmHWM``) after it; the figure is that peak minus the RSS before the forward (MiB).
-    Where the reset is impossible, the growth of ``getrusage().ru_maxrss`` (a lower bound).
-    CUDA: ``torch.cuda.max_memory_allocated`` growth during the forward.
-    """
-    model = build_segmentor(clip_name, num_queries=num_queries, device=device)
-    batch = _batch(random_image(size).to(device))
+def _cpu_peak_child(clip_name: str, size: int, num_queries: int, threads: int, queue) -> None:
+    """In a fresh process: build, embed the vocabulary, then measure one forward."""
+    torch.set_num_threads(threads)
+    model = build_segmentor(clip_name, num_queries=num_queries)
+    batch = _batch(random_image(size))
     with torch.no_grad():
         model.text_embeddings()
-        if torch.device(device).type == "cuda":
-            sync(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-            model(batch)
-            sync(device)
-            peak = torch.cuda.max_memory_allocated(device)
-            return {"method": "torch.cuda.max_memory_allocated", "size": size,
-                    "inference_peak_mb": (peak - base) / 2**20, "peak_mb": peak / 2**20}
         if _reset_peak_rss():
             base = _proc_status_kb("VmRSS") or 0
             model(batch)
             peak = _proc_status_kb("VmHWM") or 0
-            method = "peak RSS (VmHWM after clear_refs) minus RSS before the forward"
+            method = "fresh process: peak RSS (VmHWM after clear_refs) - RSS before the forward"
         else:
             base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             model(batch)
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            method = "ru_maxrss growth (a lower bound: earlier peaks hide smaller ones)"
-    return {"method": method, "size": size, "inference_peak_mb": max(peak - base, 0) / 1024,
-            "peak_mb": peak / 1024, "rss_before_mb": base / 1024}
+            method = "fresh process: ru_maxrss growth (a lower bound)"
+    queue.put({"method": method, "size": size, "inference_peak_mb": max(peak - base, 0) / 1024,
+               "peak_mb": peak / 1024, "rss_before_mb": base / 1024})
+
+
+def peak_memory(clip_name: str, size: int, *, num_queries: int = 100,
+                device: str = "cpu") -> dict:
+    """Peak memory of one inference (``model(batch)``) of a freshly built model.
+
+    CPU: in a spawned process (so that memory freed by earlier runs does not hide the peak) the
+    kernel's peak-RSS mark is reset (``/proc/self/clear_refs``) before the forward and read
+    (``VmHWM``) after it; the figure is that peak minus the RSS before the forward (MiB). Where
+    the reset is impossible, the growth of ``getrusage().ru_maxrss`` (a lower bound).
+    CUDA: ``torch.cuda.max_memory_allocated`` growth during the forward.
+    """
+    if torch.device(device).type != "cuda":
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_cpu_peak_child,
+                           args=(clip_name, size, num_queries, torch.get_num_threads(), queue))
+        proc.start()
+        try:
+            return queue.get(timeout=900)
+        finally:
+            proc.join(timeout=60)
+    model = build_segmentor(clip_name, num_queries=num_queries, device=device)
+    batch = _batch(random_image(size).to(device))
+    with torch.no_grad():
+        model.text_embeddings()
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        model(batch)
+        sync(device)
+        peak = torch.cuda.max_memory_allocated(device)
+    return {"method": "torch.cuda.max_memory_allocated", "size": size,
+            "inference_peak_mb": (peak - base) / 2**20, "peak_mb": peak / 2**20}
