@@ -131,7 +131,7 @@ def _generate_tab(app, vocab):
                      [output, info], api_name="infill")
     image.select(cb.box_corner, [corner, box], [corner, box, region], api_name=False,
                  queue=False)
-    vocab.change(app.label_choices, [vocab], [label], api_name=False, queue=False,
+    vocab.change(app.label_choices, [vocab, label], [label], api_name=False, queue=False,
                  show_progress="hidden")
 
 

@@ -198,8 +198,11 @@ class DemoCallbacks:
         except ValueError:
             return []
 
-    def label_choices(self, text: str):
-        return gr.Dropdown(choices=self.vocab_labels(text))
+    def label_choices(self, text: str, current: str | None):
+        """The infill label choices follow the vocabulary; the chosen label stays if listed."""
+        labels = self.vocab_labels(text)
+        value = current if current in labels else (labels[0] if labels else None)
+        return gr.Dropdown(choices=labels, value=value)
 
     def _json_file(self, result, image_path: str) -> str:
         import json

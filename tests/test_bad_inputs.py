@@ -163,7 +163,7 @@ def test_cli_subprocess_prints_no_traceback(tmp_path):
     bad.write_bytes(b"")
     proc = subprocess.run([sys.executable, "-m", "mmmask.cli", "segment", str(bad), "--out",
                            str(tmp_path / "out"), *CONFIG, *TINY], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, "MMMASK_DEBUG": ""}, timeout=120)
+                          cwd=ROOT, env={**os.environ, "MMMASK_DEBUG": ""}, timeout=600)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1
     assert lines == [f"error: {bad}: empty file (0 bytes), not an image"], proc.stderr

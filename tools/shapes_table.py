@@ -23,8 +23,9 @@ ROWS = [
      "output/shapes/plain_decoder/model_final.safetensors", "pmp",
      ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling"]),
     ("PMP + mask pooling", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
-     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling"]),
-    ("PMP + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "pmp", []),
+     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling", "MODEL.ENSEMBLE.ENABLED", "False"]),
+    ("PMP + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
+     ["MODEL.ENSEMBLE.ENABLED", "False"]),
     ("PMP + Mask-Adapter + in/out-vocabulary ensemble", "mmmask/weights/shapes_ovseg.yaml", "",
      "pmp", ["MODEL.ENSEMBLE.ENABLED", "True"]),
 ]
