@@ -229,6 +229,9 @@ _C.DATASETS = CN()
 # Names registered in DatasetCatalog (e.g. "shapes_ov_train", "shapes_ov_test").
 _C.DATASETS.TRAIN = ("shapes_ov_train",)
 _C.DATASETS.TEST = ("shapes_ov_val",)
+# Dataset folders (user layout or COCO; relative to $MMMASK_DATASETS when not found as given)
+# registered at start-up as <folder>_<split>[_panoptic|_instances].
+_C.DATASETS.ROOTS = ()
 # Size of the Shapes-OV splits (images) and the image side in pixels.
 _C.DATASETS.SHAPES = CN()
 _C.DATASETS.SHAPES.TRAIN_SIZE = 20000

@@ -92,6 +92,11 @@ def register_builtin(cfg=None) -> list[str]:
         **meta,
     )
     names.append("shapes_ov_captions")
+    if cfg is not None and cfg.DATASETS.ROOTS:
+        from .readers import register_dataset_root
+
+        for root in cfg.DATASETS.ROOTS:  # e.g. prepared COCO / ADE20K folders
+            names += register_dataset_root(root)
     return names
 
 

@@ -96,6 +96,9 @@ class OpenVocabSegmentor(nn.Module):
             cfg, input_shape=backbone.output_shape(), embed_dim=backbone.embed_dim)
         classifier = MASK_CLASSIFIER_REGISTRY.get(cfg.MODEL.MASK_CLASSIFIER.NAME)(
             cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim)
+        from mmmask.data.builtin import register_builtin
+
+        register_builtin(cfg)  # Shapes-OV sizes and DATASETS.ROOTS
         name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else cfg.DATASETS.TEST[0]
         vocab, is_thing = default_vocabulary(name)
         t = cfg.MODEL.TEST
