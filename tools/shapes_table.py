@@ -28,6 +28,7 @@ ROWS = [
      ["MODEL.ENSEMBLE.ENABLED", "False"]),
     ("PMP + Mask-Adapter + in/out-vocabulary ensemble", "mmmask/weights/shapes_ovseg.yaml", "",
      "pmp", ["MODEL.ENSEMBLE.ENABLED", "True"]),
+    ("SAM + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "sam", []),
 ]
 TASKS = {"semantic": ["mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"], "panoptic": ["PQ", "PQ_seen",
          "PQ_unseen"], "instance": ["AP", "AP_seen", "AP_unseen"]}
@@ -39,6 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--output", default=None)
     p.add_argument("--rows", default=None, help="comma-separated row numbers (default: all)")
     p.add_argument("--tasks", default="semantic,panoptic,instance")
+    p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every row "
+                   "(e.g. DATASETS.SHAPES.VAL_SIZE 50)")
     args = p.parse_args(argv)
     from mmmask.evaluation.runner import evaluate_dataset
     from mmmask.predictor import SegmentationPredictor
@@ -52,7 +55,8 @@ def main(argv=None) -> int:
         if weights and not os.path.isfile(path):
             print(f"skip {name!r}: {weights} not found (train it first)")
             continue
-        predictor = SegmentationPredictor.from_files(os.path.join(ROOT, config), path or None, opts)
+        predictor = SegmentationPredictor.from_files(os.path.join(ROOT, config), path or None,
+                                                     opts + list(args.opts))
         model = predictor.as_model(generator)
         row = {}
         for task in args.tasks.split(","):

@@ -200,6 +200,9 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     A wrapped dict (``{"model": ...}`` or ``{"state_dict": ...}``) is unwrapped, and a prefix in
     front of ``image_encoder.`` (``sam.``, ``mask_generator.sam.``) is stripped.
     """
+    from mmmask.utils.weights import resolve_weights
+
+    path = resolve_weights(path)  # "shipped:<file>" -> the package's weights folder
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"SAM checkpoint {path!r} is not a local file. Download an official SAM checkpoint "
