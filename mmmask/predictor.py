@@ -290,7 +290,8 @@ class SegmentationPredictor:
         segments: list[dict] = []
         semantic = None
         if task == "semantic":
-            scores = out["sem_seg"]  # (C, H, W)
+            scores = out["sem_seg"]  # (C, H, W), sums over masks: normalised per pixel to [0, 1]
+            scores = scores / scores.sum(dim=0, keepdim=True).clamp_min(1e-6)
             best, ids = scores.max(dim=0)
             ids = ids.cpu().numpy()
             valid = (best > score_threshold).cpu().numpy()

@@ -87,3 +87,10 @@ def test_missing_and_corrupt_images(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "bad.png" in err and "Traceback" not in err
     assert not (tmp_path / "o" / "bad.json").exists()
+
+
+def test_semantic_scores_are_probabilities(image_path, tmp_path):
+    assert main(["segment", image_path, "--vocab", "red star,sky,grass", "--out", str(tmp_path),
+                 *CONFIG, *TINY]) == 0
+    data = json.loads((tmp_path / "scene.json").read_text())
+    assert data["segments"] and all(0.0 <= s["score"] <= 1.0 for s in data["segments"])
