@@ -130,7 +130,8 @@ class CaptionMapper:
                 "random_flip": bool(cfg.INPUT.RANDOM_FLIP),
                 "max_pixels": int(cfg.INPUT.MAX_PIXELS)}
 
-    def __call__(self, record: dict) -> dict:
+    def load(self, record: dict) -> tuple[np.ndarray, str]:
+        """``(HxWx3 uint8 image, caption)`` of a caption record (rendered or read)."""
         from .shapes import render_object_crop, render_sample
 
         s = self.image_size
@@ -139,21 +140,24 @@ class CaptionMapper:
             kind = spec.get("kind", "scene")
             if kind == "crop":
                 img, caption, _ = render_object_crop(int(spec["seed"]), int(spec["index"]), s)
-            elif kind == "scene":
+                return img, caption
+            if kind == "scene":
                 sample = render_sample(int(spec["seed"]), spec.get("split", "captions"),
                                        int(spec["index"]), s)
-                img, caption = sample.image, sample.caption
-            else:
-                raise ValueError(f"Unknown caption record kind {kind!r}; valid: crop, scene")
-        elif "file_name" in record and "caption" in record:
-            img, caption = read_image(record["file_name"], self.max_pixels), record["caption"]
-        else:
-            raise KeyError(
-                f"Caption record {record.get('image_id')!r} needs 'shapes' or 'file_name' + "
-                f"'caption'; keys: {sorted(record)}"
-            )
+                return sample.image, sample.caption
+            raise ValueError(f"Unknown caption record kind {kind!r}; valid: crop, scene")
+        if "file_name" in record and "caption" in record:
+            return read_image(record["file_name"], self.max_pixels), record["caption"]
+        raise KeyError(
+            f"Caption record {record.get('image_id')!r} needs 'shapes' or 'file_name' + "
+            f"'caption'; keys: {sorted(record)}"
+        )
+
+    def __call__(self, record: dict) -> dict:
+        img, caption = self.load(record)
+        s = self.image_size
         image = _square(img, s)
         if self.random_flip and bool(torch.rand(()) < 0.5):
-            image = image.flip(-1)
+            image = image.flip(-1)  # captions name no left/right: flipping keeps them true
         return {"image": image.contiguous(), "caption": caption, "image_id": record.get("image_id"),
                 "height": s, "width": s}
