@@ -83,17 +83,9 @@ class Source:
 
 def read_class_names(path: str) -> list[list[str]]:
     """One class per line, synonyms split by ``,`` (optionally ``id:`` first), as in openseg."""
-    classes = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            head, sep, rest = line.partition(":")
-            if sep and head.strip().isdigit():
-                line = rest
-            classes.append([s.strip() for s in line.split(",") if s.strip()])
-    return classes
+    from mmmask.data.vocab import read_vocab_file
+
+    return [list(c) for c in read_vocab_file(path).classes]
 
 
 def read_id_class_names(path: str) -> list[tuple[int, list[str]]]:
