@@ -220,3 +220,12 @@ def dataset_metadata(dataset_name: str | None, metadata: Any = None) -> Any:
     from mmmask.data.catalog import MetadataCatalog
 
     return MetadataCatalog.get(dataset_name)
+
+
+def check_class_lists(num_classes: int, **lists) -> None:
+    """``ValueError`` unless ``num_classes > 0`` and every given per-class list has that length."""
+    if num_classes <= 0:
+        raise ValueError(f"num_classes must be positive; got {num_classes}.")
+    for key, val in lists.items():
+        if val is not None and len(val) != num_classes:
+            raise ValueError(f"{key} has {len(val)} entries for {num_classes} classes.")

@@ -16,7 +16,7 @@ import numpy as np
 
 from mmmask.registry import EVALUATOR_REGISTRY
 
-from .evaluator import DatasetEvaluator, dataset_metadata, meta_get, to_numpy
+from .evaluator import check_class_lists, DatasetEvaluator, dataset_metadata, meta_get, to_numpy
 
 __all__ = ["InstanceEvaluator", "encode_masks", "coco_instance_metrics"]
 
@@ -125,12 +125,7 @@ class InstanceEvaluator(DatasetEvaluator):
     def __init__(self, num_classes: int, is_thing: Sequence[bool] | None = None,
                  class_names: Sequence[str] | None = None,
                  is_seen: Sequence[bool] | None = None):
-        if num_classes <= 0:
-            raise ValueError(f"num_classes must be positive; got {num_classes}.")
-        for key, val in (("is_thing", is_thing), ("class_names", class_names),
-                         ("is_seen", is_seen)):
-            if val is not None and len(val) != num_classes:
-                raise ValueError(f"{key} has {len(val)} entries for {num_classes} classes.")
+        check_class_lists(num_classes, is_thing=is_thing, class_names=class_names, is_seen=is_seen)
         self.num_classes = int(num_classes)
         self.is_thing = [bool(t) for t in is_thing] if is_thing is not None else None
         self.class_names = list(class_names) if class_names is not None else None
