@@ -20,7 +20,7 @@ import numpy as np
 
 from mmmask.registry import EVALUATOR_REGISTRY
 
-from .evaluator import DatasetEvaluator, dataset_metadata, meta_get, to_numpy
+from .evaluator import check_class_lists, DatasetEvaluator, dataset_metadata, meta_get, to_numpy
 
 __all__ = ["SemSegEvaluator", "semantic_metrics", "confusion_matrix", "harmonic_mean"]
 
@@ -167,12 +167,7 @@ class SemSegEvaluator(DatasetEvaluator):
     def __init__(self, num_classes: int, ignore_label: int = 255,
                  class_names: Sequence[str] | None = None,
                  is_seen: Sequence[bool] | None = None, present_only: bool = True):
-        if num_classes <= 0:
-            raise ValueError(f"num_classes must be positive; got {num_classes}.")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes.")
-        if is_seen is not None and len(is_seen) != num_classes:
-            raise ValueError(f"is_seen has {len(is_seen)} flags for {num_classes} classes.")
+        check_class_lists(num_classes, class_names=class_names, is_seen=is_seen)
         self.num_classes = int(num_classes)
         self.ignore_label = int(ignore_label)
         self.class_names = list(class_names) if class_names is not None else None
