@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -29,8 +28,9 @@ def main(argv=None) -> int:
         for k, v in result.items():
             print(f"{k:>16}: {v:.1f}" if isinstance(v, float) else f"{k:>16}: {v}")
         if args.output:
-            with open(args.output, "w") as f:
-                json.dump(result, f, indent=2)
+            from mmmask.evaluation.runner import write_json
+
+            write_json(args.output, result)
         return 0
 
     return run_guarded(run)

@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     from mmmask.cli import run_guarded
 
     def run() -> int:
+        from mmmask.evaluation.runner import jsonable, write_json
         from mmmask.cm3.api import CM3Generator
         from mmmask.evaluation.cm3_eval import evaluate_cm3
         from mmmask.predictor import SegmentationPredictor
@@ -32,10 +33,9 @@ def main(argv=None) -> int:
         gen = CM3Generator.from_files(args.config_file, args.weights)
         seg = None if args.no_judge else SegmentationPredictor.from_files(args.seg_config_file)
         result = evaluate_cm3(gen, seg, args.num_images, args.num_generated)
-        print(json.dumps(result, indent=2))
+        print(json.dumps(jsonable(result), indent=2))
         if args.output:
-            with open(args.output, "w") as f:
-                json.dump(result, f, indent=2)
+            write_json(args.output, result)
         return 0
 
     return run_guarded(run)

@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     from mmmask.cli import run_guarded
 
     def run() -> int:
+        from mmmask.evaluation.runner import jsonable, write_json
         import itertools
 
         from mmmask.config import load_cfg
@@ -37,10 +38,9 @@ def main(argv=None) -> int:
         samples = (b[0] for b in itertools.islice(loader, args.max_images))
         result = {f"mIoU_{k}_click{'s' if k > 1 else ''}": v for k, v in
                   evaluate_clicks(sam, samples, clicks=(1, 3)).items() if k != "num_masks"}
-        print(json.dumps(result, indent=2))
+        print(json.dumps(jsonable(result), indent=2))
         if args.output:
-            with open(args.output, "w") as f:
-                json.dump(result, f, indent=2)
+            write_json(args.output, result)
         return 0
 
     return run_guarded(run)

@@ -18,7 +18,7 @@ from mmmask.registry import EVALUATOR_REGISTRY
 
 from .evaluator import inference_on_dataset, is_main_process, meta_get
 
-__all__ = ["evaluate_dataset", "format_metrics", "jsonable", "TASKS"]
+__all__ = ["evaluate_dataset", "format_metrics", "jsonable", "write_json", "TASKS"]
 
 #: Task name (``--task``, ``TEST.TASK``) -> evaluator name in ``EVALUATOR_REGISTRY``.
 TASKS = {"semantic": "sem_seg", "panoptic": "panoptic", "instance": "instance"}
@@ -178,13 +178,17 @@ def evaluate_dataset(
     if show:
         print(format_metrics(results, title=f"{task} on {name or 'in-memory dataset'}"))
     if output:
-        parent = os.path.dirname(os.path.abspath(output))
-        os.makedirs(parent, exist_ok=True)
-        tmp = output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(jsonable(results), f, indent=2)
-        os.replace(tmp, output)
+        write_json(output, results)
     return results
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as indented JSON atomically (temp file + rename); NaN becomes null."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(jsonable(data), f, indent=2)
+    os.replace(tmp, path)
 
 
 def jsonable(obj: Any) -> Any:
