@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Held-out CM3 numbers on Shapes-OV: VQ PSNR and codebook usage, caption attribute accuracy and
-text-to-image accuracy judged by the segmenter.
+text-to-image accuracy judged by the segmenter, and image infilling with both-sided vs left-only
+context.
 
     python tools/eval_cm3.py [--config-file F --weights W] [--output F.json]
+    python tools/eval_cm3.py --infill-only --weights output/shapes/cm3_causal/model_final.safetensors
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-images", type=int, default=100)
     p.add_argument("--num-generated", type=int, default=32)
     p.add_argument("--no-judge", action="store_true", help="skip the segmenter-judged figure")
+    p.add_argument("--infill-only", action="store_true",
+                   help="only the infilling figures (e.g. to compare with a causal-only model)")
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
     from mmmask.cli import run_guarded
@@ -27,12 +31,15 @@ def main(argv=None) -> int:
     def run() -> int:
         from mmmask.evaluation.runner import jsonable, write_json
         from mmmask.cm3.api import CM3Generator
-        from mmmask.evaluation.cm3_eval import evaluate_cm3
+        from mmmask.evaluation.cm3_eval import evaluate_cm3, evaluate_infilling
         from mmmask.predictor import SegmentationPredictor
 
         gen = CM3Generator.from_files(args.config_file, args.weights)
-        seg = None if args.no_judge else SegmentationPredictor.from_files(args.seg_config_file)
-        result = evaluate_cm3(gen, seg, args.num_images, args.num_generated)
+        result = {}
+        if not args.infill_only:
+            seg = None if args.no_judge else SegmentationPredictor.from_files(args.seg_config_file)
+            result = evaluate_cm3(gen, seg, args.num_images, args.num_generated)
+        result.update(evaluate_infilling(gen, args.num_images))
         print(json.dumps(jsonable(result), indent=2))
         if args.output:
             write_json(args.output, result)

@@ -102,6 +102,10 @@ class CM3DocumentModel(nn.Module):
         return apply_spans(doc.ids, spans, sentinel_ids=self.vocab.sentinel_ids,
                            eos_id=self.vocab.eos_id)
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """FSDP units (``SOLVER.FSDP``): the decoder's blocks; the rest shards with the root."""
+        return self.transformer.fsdp_units()
+
     def collate(self, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batch -> (inputs LongTensor[B, T], targets LongTensor[B, T] (-1 = pad),
         weights FloatTensor[B, T])."""

@@ -200,6 +200,10 @@ class CM3(nn.Module):
         loss = (ce * w).sum() / w.sum().clamp(min=1.0)
         return logits, loss
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """The modules sharded one by one under FSDP (``SOLVER.FSDP``): the blocks."""
+        return list(self.transformer.h)
+
     def num_params(self) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel()

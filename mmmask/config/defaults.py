@@ -239,6 +239,10 @@ _C.DATASETS.SHAPES.VAL_SIZE = 200
 _C.DATASETS.SHAPES.TEST_SIZE = 500
 _C.DATASETS.SHAPES.IMAGE_SIZE = 128
 _C.DATASETS.SHAPES.SEED = 0
+# Image kinds of the shapes_ov_captions split, cycled over record indices: "crop" (one large object
+# on one stuff class), "scene" (a whole scene and its caption) and "region" (a square around one
+# object of a scene, neighbours and occluders included, captioned with that object alone).
+_C.DATASETS.SHAPES.CAPTION_KINDS = ("crop", "scene")
 
 _C.INPUT = CN()
 # Name in DATA_MAPPER_REGISTRY turning a catalog record into the model's input dict.
@@ -291,6 +295,10 @@ _C.SOLVER.POLY_POWER = 0.9
 # Engine: DistributedDataParallel(find_unused_parameters=...); True when some parameters get no
 # gradient in a step (e.g. a branch switched off during warm-up).
 _C.SOLVER.FIND_UNUSED_PARAMETERS = False
+# With more than one process: shard parameters, gradients and optimizer state with FSDP2
+# (torch.distributed.fsdp.fully_shard; units = the model's fsdp_units(), e.g. the CM3 decoder's
+# blocks) instead of replicating them with DDP. Checkpoints stay single full-state files.
+_C.SOLVER.FSDP = False
 
 _C.TEST = CN()
 # Run evaluation every EVAL_PERIOD iterations (0 = only at the end).

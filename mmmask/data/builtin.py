@@ -7,7 +7,8 @@ re-registers them with the sizes of ``cfg.DATASETS.SHAPES``):
   ``{"image_id", "height", "width", "shapes": {"seed", "split", "index", "size"}}``; the train
   split labels only seen classes.
 - ``shapes_ov_captions``: ``{"image_id", "height", "width", "shapes": {..., "kind"}}`` with
-  ``kind`` alternating ``"crop"`` (one object) and ``"scene"``; covers every class.
+  ``kind`` cycling over ``DATASETS.SHAPES.CAPTION_KINDS`` (``"crop"``: one object, ``"scene"``,
+  ``"region"``: one object cut from a scene); covers every class.
 """
 
 from __future__ import annotations
@@ -19,23 +20,30 @@ from ..registry import DATASET_REGISTRY
 from .catalog import register_dataset
 from .shapes import shapes_metadata
 
-__all__ = ["ShapesRecords", "register_builtin", "SHAPES_DEFAULTS", "CAPTIONS_LENGTH"]
+__all__ = ["ShapesRecords", "register_builtin", "SHAPES_DEFAULTS", "CAPTIONS_LENGTH",
+           "CAPTION_KINDS"]
 
 # Default split sizes, image side and seed (the DATASETS.SHAPES defaults).
 SHAPES_DEFAULTS = {"train": 20000, "val": 200, "test": 500, "size": 128, "seed": 0}
 # Number of caption records (procedural: no memory cost).
 CAPTIONS_LENGTH = 200_000
+CAPTION_KINDS = ("crop", "scene", "region")
 
 
 class ShapesRecords(Sequence):
     """A list-like sequence of Shapes-OV records, built on access (no memory per record)."""
 
     def __init__(self, split: str, length: int, size: int, seed: int,
-                 captions: bool = False) -> None:
+                 captions: bool = False, kinds: Sequence[str] = ("crop", "scene")) -> None:
         if length < 0:
             raise ValueError(f"Shapes-OV split length must be >= 0, got {length}")
         self.split, self.length, self.size, self.seed = split, int(length), int(size), int(seed)
         self.captions = captions
+        self.kinds = tuple(kinds)
+        unknown = sorted(set(self.kinds) - set(CAPTION_KINDS))
+        if captions and (not self.kinds or unknown):
+            raise ValueError(f"Caption kinds must be a non-empty subset of {CAPTION_KINDS}; "
+                             f"got {list(self.kinds)}")
 
     def __len__(self) -> int:
         return self.length
@@ -44,7 +52,7 @@ class ShapesRecords(Sequence):
         spec: dict[str, Any] = {"seed": self.seed, "split": self.split, "index": i,
                                 "size": self.size}
         if self.captions:
-            spec["kind"] = "crop" if i % 2 == 0 else "scene"
+            spec["kind"] = self.kinds[i % len(self.kinds)]
         return {"image_id": i, "height": self.size, "width": self.size, "shapes": spec}
 
     def __getitem__(self, i):
@@ -67,7 +75,7 @@ def _sizes(cfg) -> dict[str, int]:
         return dict(SHAPES_DEFAULTS)
     c = cfg.DATASETS.SHAPES
     return {"train": int(c.TRAIN_SIZE), "val": int(c.VAL_SIZE), "test": int(c.TEST_SIZE),
-            "size": int(c.IMAGE_SIZE), "seed": int(c.SEED)}
+            "size": int(c.IMAGE_SIZE), "seed": int(c.SEED), "kinds": tuple(c.CAPTION_KINDS)}
 
 
 def register_builtin(cfg=None) -> list[str]:
@@ -87,7 +95,8 @@ def register_builtin(cfg=None) -> list[str]:
         names.append(name)
     register_dataset(
         "shapes_ov_captions",
-        lambda: ShapesRecords("captions", CAPTIONS_LENGTH, s["size"], s["seed"], captions=True),
+        lambda: ShapesRecords("captions", CAPTIONS_LENGTH, s["size"], s["seed"], captions=True,
+                              kinds=s.get("kinds", ("crop", "scene"))),
         overwrite=True, split="captions", image_size=s["size"], seed=s["seed"],
         **meta,
     )

@@ -132,7 +132,7 @@ class CaptionMapper:
 
     def load(self, record: dict) -> tuple[np.ndarray, str]:
         """``(HxWx3 uint8 image, caption)`` of a caption record (rendered or read)."""
-        from .shapes import render_object_crop, render_sample
+        from .shapes import render_object_crop, render_object_region, render_sample
 
         s = self.image_size
         if "shapes" in record:
@@ -141,11 +141,14 @@ class CaptionMapper:
             if kind == "crop":
                 img, caption, _ = render_object_crop(int(spec["seed"]), int(spec["index"]), s)
                 return img, caption
+            if kind == "region":
+                img, caption, _ = render_object_region(int(spec["seed"]), int(spec["index"]), s)
+                return img, caption
             if kind == "scene":
                 sample = render_sample(int(spec["seed"]), spec.get("split", "captions"),
                                        int(spec["index"]), s)
                 return sample.image, sample.caption
-            raise ValueError(f"Unknown caption record kind {kind!r}; valid: crop, scene")
+            raise ValueError(f"Unknown caption record kind {kind!r}; valid: crop, scene, region")
         if "file_name" in record and "caption" in record:
             return read_image(record["file_name"], self.max_pixels), record["caption"]
         raise KeyError(

@@ -30,6 +30,7 @@ __all__ = [
     "ShapesSample",
     "render_sample",
     "render_object_crop",
+    "render_object_region",
     "make_caption",
     "shapes_metadata",
 ]
@@ -358,3 +359,32 @@ def render_object_crop(seed: int, index: int, size: int = 64) -> tuple[np.ndarra
     else:
         caption = make_caption([(colour, shape)], [stuff], rng)
     return np.clip(img, 0, 255).astype(np.uint8), caption, THING_ID[(colour, shape)]
+
+
+def render_object_region(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, str, int]:
+    """One object seen in context: a square around one object of a captions-split scene.
+
+    The scene is rendered at ``2 * size`` (objects as large as in the 128 px segmentation
+    scenes), one object is drawn at random, and a square of 1.2-2x its extent around it (shifted
+    to stay inside the scene, so neighbours, occluders and stuff show) is resized to ``size``.
+    Returns ``(image HxWx3 uint8, caption naming that object only, its thing class id)``.
+    """
+    s = int(size)
+    sample = render_sample(seed, "captions", index, 2 * s)
+    rng = np.random.default_rng([int(seed), len(SPLITS), int(index)])
+    inst = sample.instances[int(rng.integers(len(sample.instances)))]
+    ys, xs = np.nonzero(inst["mask"])
+    if len(ys) == 0:  # fully occluded by later objects: fall back to the whole scene
+        img, cid = sample.image, int(inst["category_id"])
+    else:
+        cid = int(inst["category_id"])
+        extent = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
+        side = int(min(2 * s, max(8, round(extent * rng.uniform(1.2, 2.0)))))
+        cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+        y0 = int(np.clip(round(cy - side / 2), 0, 2 * s - side))
+        x0 = int(np.clip(round(cx - side / 2), 0, 2 * s - side))
+        img = sample.image[y0:y0 + side, x0:x0 + side]
+    img = np.array(Image.fromarray(img).resize((s, s), Image.BILINEAR))
+    colour, shape = _COLOUR_NAMES[cid // len(_SHAPE_NAMES)], _SHAPE_NAMES[cid % len(_SHAPE_NAMES)]
+    caption = make_caption([(colour, shape)], [], rng)
+    return img, caption, cid

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import comm
+from . import comm, fsdp
 
 __all__ = [
     "Checkpointer",
@@ -219,8 +219,8 @@ def load_model_weights(model: nn.Module, path: str, strict: bool = True) -> Load
     return result
 
 
-def export_safetensors(model: nn.Module, path: str) -> None:
-    """Write the model's state dict to ``path`` as safetensors, atomically.
+def export_safetensors(model: nn.Module | dict, path: str) -> None:
+    """Write the model's state dict (or a state dict) to ``path`` as safetensors, atomically.
 
     Tensors are made contiguous and moved to the CPU; tied weights are stored once (their other
     names are listed in the metadata under ``"aliases"`` and restored by :func:`load_state_into`),
@@ -230,7 +230,7 @@ def export_safetensors(model: nn.Module, path: str) -> None:
 
     from safetensors.torch import save as st_save
 
-    state = unwrap_model(model).state_dict()
+    state = model if isinstance(model, dict) else unwrap_model(model).state_dict()
     out: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen_views: dict[tuple, str] = {}
@@ -275,6 +275,7 @@ class Checkpointer:
         keep_last: int = 2,
     ):
         self.model = unwrap_model(model)
+        self.sharded = fsdp.is_sharded(self.model)  # FSDP: states are gathered / scattered
         self.save_dir = save_dir
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -316,13 +317,24 @@ class Checkpointer:
     # ---- save ----
     def state_dict(self, iteration: int) -> dict[str, Any]:
         """Model, optimizer, scheduler and scaler states (what ``save`` writes, minus RNG)."""
-        out: dict[str, Any] = {"format": 1, "iteration": int(iteration),
-                               "model": self.model.state_dict()}
+        if self.sharded:  # collective: gathered to rank 0
+            model_state = fsdp.full_model_state(self.model)
+        else:
+            model_state = self.model.state_dict()
+        out: dict[str, Any] = {"format": 1, "iteration": int(iteration), "model": model_state}
         for key in ("optimizer", "scheduler", "scaler"):
             obj = getattr(self, key)
-            if obj is not None:
+            if obj is None:
+                continue
+            if key == "optimizer" and self.sharded:
+                out[key] = fsdp.full_optimizer_state(self.model, obj)
+            else:
                 out[key] = obj.state_dict()
         return out
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The model's full state dict (collective for a sharded model; its rank 0 holds it)."""
+        return fsdp.full_model_state(self.model) if self.sharded else self.model.state_dict()
 
     def save(
         self,
@@ -338,11 +350,12 @@ class Checkpointer:
         Returns the path written (``None`` on ranks other than 0).
         """
         rng = comm.all_gather_object(get_rng_state())
+        ckpt = self.state_dict(iteration) if self.sharded else None  # collective when sharded
         if not comm.is_main_process():
             comm.synchronize()
             return None
         os.makedirs(self.save_dir, exist_ok=True)
-        ckpt = self.state_dict(iteration)
+        ckpt = ckpt if ckpt is not None else self.state_dict(iteration)
         ckpt["rng"] = rng
         ckpt["data_position"] = dict(data_position or {"iteration": int(iteration)})
         ckpt["extra"] = dict(extra or {})
@@ -378,11 +391,17 @@ class Checkpointer:
             raise ValueError(f"Cannot read checkpoint {path} ({type(e).__name__}: {e})") from None
         if not isinstance(ckpt, dict) or "model" not in ckpt:
             raise ValueError(f"{path} is not a training checkpoint (no 'model' entry).")
-        load_state_into(self.model, ckpt["model"], source=path, strict=True)
+        if self.sharded:  # every rank read the full state; each keeps its shard
+            fsdp.load_full_model_state(self.model, ckpt["model"])
+        else:
+            load_state_into(self.model, ckpt["model"], source=path, strict=True)
         for key in ("optimizer", "scheduler", "scaler"):
             obj = getattr(self, key)
             if obj is not None and key in ckpt:
-                obj.load_state_dict(ckpt[key])
+                if key == "optimizer" and self.sharded:
+                    fsdp.load_full_optimizer_state(self.model, obj, ckpt[key])
+                else:
+                    obj.load_state_dict(ckpt[key])
             elif obj is not None:
                 logger.warning("Checkpoint %s has no %s state; starting it fresh.", path, key)
         if restore_rng and ckpt.get("rng"):
@@ -406,6 +425,10 @@ class Checkpointer:
             self.loaded = ckpt
             return int(ckpt.get("iteration", 0))
         self.loaded = None
-        if path:
+        if path and self.sharded:
+            from mmmask.utils.weights import load_state_dict_file
+
+            fsdp.load_full_model_state(self.model, load_state_dict_file(path), strict=False)
+        elif path:
             load_model_weights(self.model, path, strict=False)
         return 0

@@ -93,8 +93,14 @@ class PeriodicCheckpointer(HookBase):
             self.checkpointer.save("model_final", self.max_iter,
                                    data_position=self.trainer.data_position(self.max_iter))
         path = os.path.join(self.checkpointer.save_dir, "model_final.safetensors")
-        if comm.is_main_process() and (ran or not os.path.exists(path)):
-            export_safetensors(self.checkpointer.model, path)  # also after a kill before it
+        write = ran or not os.path.exists(path)  # also after a kill before it was written
+        if self.checkpointer.sharded:  # every rank checks the same file system; gather first
+            write = bool(comm.all_gather_object(write)[0])
+            state = self.checkpointer.model_state() if write else None
+        else:
+            state = self.checkpointer.model
+        if comm.is_main_process() and write:
+            export_safetensors(state, path)
             logger.info("Wrote %s", path)
 
 

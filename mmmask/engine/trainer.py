@@ -9,7 +9,8 @@ One step: ``model(batch) -> dict of scalar losses``; their sum is back-propagate
 clipped to ``SOLVER.CLIP_GRADIENTS`` (0 = off) and the optimizer and schedule step. A non-finite
 loss stops training with ``FloatingPointError`` naming the iteration and the loss terms, before
 anything is written. With more than one process the model is wrapped in
-``DistributedDataParallel``; every process loads its own share of the global batch.
+``DistributedDataParallel`` (or sharded with FSDP2 when ``SOLVER.FSDP``, see ``fsdp.py``);
+every process loads its own share of the global batch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import nn
 
 from . import comm
 from .checkpoint import Checkpointer, load_model_weights, unwrap_model
+from .fsdp import full_model_state, is_sharded, shard_model
 from .hooks import EvalHook, HookBase, MetricsWriter, PeriodicCheckpointer, preserve_rng
 
 __all__ = ["Trainer", "resolve_device", "build_optimizer", "build_lr_scheduler", "lr_factor"]
@@ -136,12 +138,15 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.MODEL.DEVICE)
         model = self.build_model(cfg).to(self.device)
+        self.fsdp = bool(cfg.SOLVER.FSDP) and comm.get_world_size() > 1
+        if self.fsdp:  # shard before the optimizer is built: it must hold the shards
+            model = shard_model(model)
         self.optimizer = self.build_optimizer(cfg, model)
         self.scheduler = self.build_lr_scheduler(cfg, self.optimizer)
         self.amp = bool(cfg.SOLVER.AMP)
         self.scaler = (torch.amp.GradScaler("cuda")
                        if self.amp and self.device.type == "cuda" else None)
-        self.model = self._wrap(model)
+        self.model = model if self.fsdp else self._wrap(model)
         self.checkpointer = Checkpointer(
             model, cfg.OUTPUT_DIR, optimizer=self.optimizer, scheduler=self.scheduler,
             scaler=self.scaler, keep_last=cfg.SOLVER.KEEP_LAST,
@@ -213,6 +218,11 @@ class Trainer:
             logger.warning("Evaluation skipped: mmmask.evaluation.runner unavailable (%s).", e)
             return {}
         model = unwrap_model(model)
+        if is_sharded(model):  # forward passes of a sharded model are collective: evaluate an
+            # unsharded copy so that each process can run its own share of the images
+            state = full_model_state(model, all_ranks=True)
+            model = cls.build_model(cfg).to(next(iter(state.values())).device)
+            model.load_state_dict(state)
         was_training = model.training
         model.eval()
         try:

@@ -76,3 +76,28 @@ def test_builtin_records():
     assert r["shapes"]["split"] == "test" and r["shapes"]["index"] == 4 and r["image_id"] == 4
     assert recs[-1]["image_id"] == len(recs) - 1
     assert [x["image_id"] for x in recs[2:5]] == [2, 3, 4]
+
+
+def test_region_records_show_one_object_in_context():
+    from mmmask.data.builtin import ShapesRecords
+    from mmmask.evaluation.generation import caption_mentions
+
+    for i in range(12):
+        img, caption, cid = shapes.render_object_region(0, i, 32)
+        assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and img.flags.writeable
+        colour, shape = shapes.CLASS_NAMES[cid].split(" ", 1)
+        assert caption_mentions(caption, colour, shape), caption
+        assert " and " not in caption  # that object alone
+        again = shapes.render_object_region(0, i, 32)
+        np.testing.assert_array_equal(img, again[0])
+    recs = ShapesRecords("captions", 9, 32, 0, captions=True, kinds=("crop", "scene", "region"))
+    assert [r["shapes"]["kind"] for r in recs[:4]] == ["crop", "scene", "region", "crop"]
+    mapper = CaptionMapper(get_cfg(), False)
+    item = mapper(recs[2])
+    assert item["image"].shape[-2:] == (64, 64) and item["caption"]
+    try:
+        ShapesRecords("captions", 9, 32, 0, captions=True, kinds=("crop", "crops"))
+    except ValueError as e:
+        assert "crops" in str(e) and "region" in str(e)
+    else:
+        raise AssertionError("an unknown caption kind must be refused")

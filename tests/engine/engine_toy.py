@@ -43,6 +43,10 @@ class EngineToyNet(nn.Module):
         self.step = 0
         self.seen_iters: list[int] = []
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """Under ``SOLVER.FSDP`` each linear layer is its own shard unit."""
+        return [self.net[0], self.net[4]]
+
     def on_train_iter(self, iteration: int) -> None:
         self.step = iteration + 1
         self.seen_iters.append(iteration)
@@ -147,9 +151,14 @@ def run_toy(opts: list[str], resume: bool = False, trainer_cls: type = ToyTraine
     return trainer
 
 
-def ddp_main(opts: list[str]) -> None:
+def ddp_main(opts: list[str], resume: bool = False) -> None:
     """Entry point of ``launch`` in the multi-process test (module level: it is pickled)."""
-    run_toy(opts)
+    run_toy(opts, resume=resume)
+
+
+def cm3_fsdp_main(opts: list[str]) -> None:
+    """Train a tiny CM3 document model (the real meta-architecture and loader) for ``opts``."""
+    run_toy(opts, trainer_cls=Trainer)
 
 
 # Script mode (also the __mp_main__ of spawned workers): patch the loader, load train_net.
