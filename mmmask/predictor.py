@@ -194,17 +194,20 @@ class SegmentationPredictor:
         h, w = image.shape[:2]
         x = self._prepare(image)
         batch = [{"image": x, "height": h, "width": w}]
-        external = None
+        external = scores = None
         if generator == "sam" or sam_masks is not None:
-            if sam_masks is None:
-                sam_masks = self._sam_masks(image)
-            external = self._pad_masks(sam_masks, x.shape[-2:])
+            if sam_masks is None:  # SAM's own masks come with their predicted IoU
+                sam_masks, scores = self._sam_masks(image, with_scores=True)
+            external = self._pad_masks(sam_masks, x.shape[-2:]).to(self.device)
+            if scores is not None:
+                scores = torch.as_tensor(scores, dtype=torch.float32, device=self.device)
+                scores = scores[None, : external.shape[1]] if len(scores) else None
         tasks = (task,)
         images, sizes = self.model._images(batch)
-        probs, objectness, mask_logits = self.model.predict_masks(
-            images, None if external is None else external.to(self.device))
+        probs, objectness, mask_logits = self.model.predict_masks(images, external, scores)
         out = self.model.postprocess(probs[0], objectness[0], mask_logits[0], sizes[0],
-                                     tuple(images.shape[-2:]), (h, w), tasks=tasks)
+                                     tuple(images.shape[-2:]), (h, w), tasks=tasks,
+                                     rank_by_objectness=scores is not None)
         return self._to_result(out, vocabulary, task, h, w, score_threshold)
 
     @_locked
@@ -264,11 +267,14 @@ class SegmentationPredictor:
         return SegmentationResult(height=h, width=w, labels=names, task="instance",
                                   segments=[segment])
 
-    def _sam_masks(self, image: np.ndarray) -> np.ndarray:
+    def _sam_masks(self, image: np.ndarray, with_scores: bool = False):
+        """SAM's automatic masks Q x H x W bool (and their predicted IoU [Q] ``with_scores``)."""
         records = self.sam().generate(image)
-        if not records:
-            return np.zeros((0, *image.shape[:2]), bool)
-        return np.stack([r["segmentation"] for r in records])
+        masks = (np.stack([r["segmentation"] for r in records]) if records
+                 else np.zeros((0, *image.shape[:2]), bool))
+        if not with_scores:
+            return masks
+        return masks, np.asarray([r["predicted_iou"] for r in records], np.float32)
 
     def _pad_masks(self, masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """Q x H x W bool masks (original image size) -> Tensor[1,Q,h',w'] on the padded frame."""
@@ -340,8 +346,11 @@ class SamNamedSegmentor(torch.nn.Module):
         for item in batch:
             image = item["image"]
             np_image = image.permute(1, 2, 0).cpu().numpy()
-            external = self.predictor._pad_masks(self.predictor._sam_masks(np_image), image.shape[-2:])
-            outputs += self.model([item], external_masks=external.to(self.predictor.device))
+            masks, scores = self.predictor._sam_masks(np_image, with_scores=True)
+            external = self.predictor._pad_masks(masks, image.shape[-2:]).to(self.predictor.device)
+            scores = (torch.as_tensor(scores, device=self.predictor.device)[None]
+                      if len(scores) else None)  # no mask: one empty placeholder, no scores
+            outputs += self.model([item], external_masks=external, external_scores=scores)
         return outputs
 
 

@@ -63,13 +63,19 @@ def semantic_inference(probs: torch.Tensor, objectness: torch.Tensor, masks: tor
 
 def panoptic_inference(probs: torch.Tensor, objectness: torch.Tensor, masks: torch.Tensor,
                        is_thing: list[bool], object_mask_threshold: float = 0.5,
-                       overlap_threshold: float = 0.8) -> tuple[torch.Tensor, list[dict]]:
+                       overlap_threshold: float = 0.8, mask_scores: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, list[dict]]:
     """Mask2Former-style panoptic merge.
 
+    Masks are kept and ordered by their score, the top class probability x objectness, or
+    ``mask_scores`` Tensor[Q] when given (e.g. SAM's predicted IoU: masks from a class-agnostic
+    generator are judged by their quality, and named by their top class).
     Returns ``(ids Tensor[H,W] int32 with 0 = void, segments_info)``; stuff segments of one class
     are merged. ``segments_info`` entries: ``{"id", "category_id", "isthing", "score", "area"}``.
     """
     scores, labels = (probs * objectness[:, None]).max(dim=-1)  # (Q,)
+    if mask_scores is not None:
+        scores = mask_scores.to(scores)
     keep = scores > object_mask_threshold
     h, w = masks.shape[-2:]
     panoptic = torch.zeros((h, w), dtype=torch.int32, device=masks.device)

@@ -70,3 +70,13 @@ def test_instance_inference_top_k_things_only():
     assert out["classes"].tolist() == [1, 1]
     assert out["masks"].shape == (2, 4, 4)
     assert out["scores"][0] >= out["scores"][1]
+
+
+def test_panoptic_ranks_class_agnostic_masks_by_their_own_scores():
+    # Uncertain names (top probability 0.4 < threshold) but confident masks (e.g. SAM's IoU):
+    probs = torch.tensor([[0.4, 0.3, 0.3], [0.3, 0.4, 0.3], [0.3, 0.3, 0.4]])
+    obj = torch.tensor([0.95, 0.9, 0.2])
+    assert panoptic_inference(probs, obj, _masks(), is_thing=[True] * 3)[1] == []
+    ids, segs = panoptic_inference(probs, obj, _masks(), is_thing=[True] * 3, mask_scores=obj)
+    assert [s["category_id"] for s in segs] == [0, 1]  # the low-quality third mask is dropped
+    assert torch.allclose(torch.tensor([s["score"] for s in segs]), torch.tensor([0.95, 0.9]))

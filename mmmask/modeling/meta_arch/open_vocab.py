@@ -221,12 +221,14 @@ class OpenVocabSegmentor(nn.Module):
 
     # -- inference ---------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_masks(self, images: torch.Tensor, external_masks: torch.Tensor | None = None):
+    def predict_masks(self, images: torch.Tensor, external_masks: torch.Tensor | None = None,
+                      external_scores: torch.Tensor | None = None):
         """Class probabilities, objectness and mask logits for a padded batch.
 
         ``external_masks`` (Tensor[B,Q,h,w] probabilities, e.g. from SAM) replace the generator's
-        masks; they are named by the classifier alone. Returns ``(probs [B,Q,C], objectness
-        [B,Q], mask_logits [B,Q,h,w])``.
+        masks; they are named by the classifier alone, and ``external_scores`` (Tensor[B,Q] in
+        [0, 1], e.g. SAM's predicted IoU) become their objectness. Returns ``(probs [B,Q,C],
+        objectness [B,Q], mask_logits [B,Q,h,w])``.
         """
         feats = self.backbone(images)
         text = self.text_embeddings()
@@ -250,14 +252,21 @@ class OpenVocabSegmentor(nn.Module):
         cls_logits = self._aggregate(cls.logits)
         probs, objectness = combine_class_probs(cls_logits, gen_logits, self._seen, self.ensemble,
                                                 self.alpha, self.beta)
+        if external_masks is not None and external_scores is not None:
+            if external_scores.shape != objectness.shape:
+                raise ValueError(f"external_scores {tuple(external_scores.shape)} must be B x Q = "
+                                 f"{tuple(objectness.shape)}")
+            objectness = external_scores.to(objectness).clamp(0, 1)
         return probs, objectness, mask_logits
 
     def postprocess(self, probs, objectness, mask_logits, image_size, padded_size, out_size,
-                    tasks=None) -> dict:
+                    tasks=None, rank_by_objectness: bool = False) -> dict:
         """Per-image results at ``out_size``.
 
         ``mask_logits`` Tensor[Q,h,w] cover the padded batch of ``padded_size``; the image itself
-        is ``image_size`` (top-left). Returns the output dict of the requested ``tasks``.
+        is ``image_size`` (top-left). With ``rank_by_objectness`` (class-agnostic masks with their
+        own quality scores, e.g. SAM's) the panoptic merge keeps and orders masks by objectness
+        alone. Returns the output dict of the requested ``tasks``.
         """
         tasks = self.tasks if tasks is None else tasks
         scale = mask_logits.shape[-2] / max(1, padded_size[0])
@@ -267,9 +276,9 @@ class OpenVocabSegmentor(nn.Module):
         if "semantic" in tasks:
             result["sem_seg"] = semantic_inference(probs, objectness, masks)
         if "panoptic" in tasks:
-            result["panoptic_seg"] = panoptic_inference(probs, objectness, masks, self.is_thing,
-                                                        self.object_mask_threshold,
-                                                        self.overlap_threshold)
+            result["panoptic_seg"] = panoptic_inference(
+                probs, objectness, masks, self.is_thing, self.object_mask_threshold,
+                self.overlap_threshold, mask_scores=objectness if rank_by_objectness else None)
         if "instance" in tasks:
             result["instances"] = instance_inference(probs, objectness, masks, self.is_thing,
                                                      self.detections_per_image)
@@ -282,14 +291,17 @@ class OpenVocabSegmentor(nn.Module):
             self._restore_vocabulary = False
         return self
 
-    def forward(self, batch: list[dict], external_masks: torch.Tensor | None = None):
+    def forward(self, batch: list[dict], external_masks: torch.Tensor | None = None,
+                external_scores: torch.Tensor | None = None):
         if self.training:
             return self._training_losses(batch)
         images, sizes = self._images(batch)
-        probs, objectness, mask_logits = self.predict_masks(images, external_masks)
+        probs, objectness, mask_logits = self.predict_masks(images, external_masks, external_scores)
+        ranked = external_scores is not None
         outputs = []
         for i, item in enumerate(batch):
             out_size = (int(item.get("height", sizes[i][0])), int(item.get("width", sizes[i][1])))
             outputs.append(self.postprocess(probs[i], objectness[i], mask_logits[i], sizes[i],
-                                            tuple(images.shape[-2:]), out_size))
+                                            tuple(images.shape[-2:]), out_size,
+                                            rank_by_objectness=ranked))
         return outputs
