@@ -1,7 +1,11 @@
-"""Zero-shot classification of Shapes-OV object crops: how well a CLIP names every class.
+"""Zero-shot naming on Shapes-OV: how well a CLIP names every class, and how well a segmenter's
+classifier names ground-truth masks.
 
-Reports accuracy over the 64 thing classes (seen and unseen separately) and how often the colour
-and the shape alone are right, the two halves a compositional class name needs.
+``shapes_zero_shot`` reports accuracy over the 64 thing classes (seen and unseen separately) on
+object crops (or objects cut from scenes) and how often the colour and the shape alone are right,
+the two halves a compositional class name needs. ``shapes_mask_naming`` feeds the ground-truth
+segments of held-out scenes to a predictor's mask classifier: the classification upper bound of
+the segmenter (its masks perfect).
 """
 
 from __future__ import annotations
@@ -13,13 +17,18 @@ import torch.nn.functional as F
 from mmmask.data import shapes
 from mmmask.data.vocab import Vocabulary
 
-__all__ = ["shapes_zero_shot"]
+__all__ = ["shapes_zero_shot", "shapes_mask_naming"]
 
 
 @torch.no_grad()
 def shapes_zero_shot(backbone, num_images: int = 1000, seed: int = 12345, size: int = 64,
-                     batch_size: int = 250) -> dict:
-    """Accuracy (percent) of ``backbone`` (a ``CLIPBackbone``) on held-out object crops."""
+                     batch_size: int = 250, kind: str = "crop") -> dict:
+    """Accuracy (percent) of ``backbone`` (a ``CLIPBackbone``) on held-out object images:
+    ``kind`` "crop" (one object on one stuff class) or "region" (one object cut from a scene,
+    with its neighbours and occluders)."""
+    render = {"crop": shapes.render_object_crop, "region": shapes.render_object_region}.get(kind)
+    if render is None:
+        raise ValueError(f"Unknown kind {kind!r}; valid: crop, region")
     from mmmask.modeling.clip.text import synonym_index
 
     names = shapes.CLASS_SYNONYMS[: shapes.NUM_THINGS]
@@ -28,7 +37,7 @@ def shapes_zero_shot(backbone, num_images: int = 1000, seed: int = 12345, size: 
     syn = synonym_index(vocab)
     preds, labels = [], []
     for start in range(0, num_images, batch_size):
-        crops = [shapes.render_object_crop(seed, 10**7 + i, size)
+        crops = [render(seed, 10**7 + i, size)
                  for i in range(start, min(num_images, start + batch_size))]
         x = torch.stack([torch.from_numpy(c[0]).permute(2, 0, 1) for c in crops])
         x = backbone.normalize(x.to(backbone.pixel_mean.device))
@@ -51,4 +60,45 @@ def shapes_zero_shot(backbone, num_images: int = 1000, seed: int = 12345, size: 
         "colour_accuracy": 100.0 * (pred // n_shapes == lab // n_shapes).mean(),
         "shape_accuracy": 100.0 * (pred % n_shapes == lab % n_shapes).mean(),
         "num_images": int(num_images),
+        "kind": kind,
     }
+
+
+def _rates(pred: np.ndarray, lab: np.ndarray) -> dict:
+    things = lab < shapes.NUM_THINGS
+    seen = np.asarray(shapes.IS_SEEN)[lab]
+    right = pred == lab
+
+    def pct(m):
+        return 100.0 * float(right[m].mean()) if m.any() else float("nan")
+
+    return {"things": pct(things), "things_seen": pct(things & seen),
+            "things_unseen": pct(things & ~seen), "stuff": pct(~things)}
+
+
+@torch.no_grad()
+def shapes_mask_naming(predictor, num_images: int = 100, split: str = "val", seed: int = 0,
+                       size: int = 128) -> dict:
+    """Accuracy (percent) with which ``predictor`` (a ``SegmentationPredictor``) names the
+    ground-truth segments of ``num_images`` Shapes-OV scenes against the full vocabulary.
+
+    Every object and every stuff region is one mask; the classifier alone decides (the mask
+    generator's in-vocabulary scores do not take part). Keys: ``things``, ``things_seen``,
+    ``things_unseen``, ``stuff`` and ``num_segments``.
+    """
+    names = list(shapes.CLASS_SYNONYMS)
+    vocab = Vocabulary.from_names(names)
+    preds, labels = [], []
+    for i in range(num_images):
+        s = shapes.render_sample(seed, split, i, size)
+        segs = [(d["mask"], d["category_id"]) for d in s.instances]
+        segs += [(s.sem_seg == sid, int(sid)) for sid in np.unique(s.sem_seg)
+                 if shapes.NUM_THINGS <= sid < len(names)]
+        segs = [(m, c) for m, c in segs if m.any()]  # fully occluded objects have no pixels
+        if segs:
+            probs, _ = predictor.classify_masks(s.image, np.stack([m for m, _ in segs]), vocab)
+            preds += probs.argmax(1).tolist()
+            labels += [c for _, c in segs]
+    out = _rates(np.asarray(preds), np.asarray(labels))
+    out["num_segments"] = len(labels)
+    return out
