@@ -10,7 +10,6 @@ context.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -29,7 +28,7 @@ def main(argv=None) -> int:
     from mmmask.cli import run_guarded
 
     def run() -> int:
-        from mmmask.evaluation.runner import jsonable, write_json
+        from mmmask.evaluation.runner import report
         from mmmask.cm3.api import CM3Generator
         from mmmask.evaluation.cm3_eval import evaluate_cm3, evaluate_infilling
         from mmmask.predictor import SegmentationPredictor
@@ -40,10 +39,7 @@ def main(argv=None) -> int:
             seg = None if args.no_judge else SegmentationPredictor.from_files(args.seg_config_file)
             result = evaluate_cm3(gen, seg, args.num_images, args.num_generated)
         result.update(evaluate_infilling(gen, args.num_images))
-        print(json.dumps(jsonable(result), indent=2))
-        if args.output:
-            write_json(args.output, result)
-        return 0
+        return report(result, args.output)
 
     return run_guarded(run)
 

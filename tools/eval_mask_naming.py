@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     from mmmask.cli import run_guarded
 
     def run() -> int:
-        from mmmask.evaluation.runner import write_json
+        from mmmask.evaluation.runner import report
         from mmmask.evaluation.zeroshot import shapes_mask_naming
         from mmmask.predictor import SegmentationPredictor
 
@@ -33,11 +33,7 @@ def main(argv=None) -> int:
         size = int(pred.cfg.DATASETS.SHAPES.IMAGE_SIZE)
         result = shapes_mask_naming(pred, args.num_images, args.split,
                                     seed=int(pred.cfg.DATASETS.SHAPES.SEED), size=size)
-        for k, v in result.items():
-            print(f"{k:>14}: {v:.1f}" if isinstance(v, float) else f"{k:>14}: {v}")
-        if args.output:
-            write_json(args.output, result)
-        return 0
+        return report(result, args.output)
 
     return run_guarded(run)
 

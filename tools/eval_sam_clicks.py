@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -22,7 +21,7 @@ def main(argv=None) -> int:
     from mmmask.cli import run_guarded
 
     def run() -> int:
-        from mmmask.evaluation.runner import jsonable, write_json
+        from mmmask.evaluation.runner import report
         import itertools
 
         from mmmask.config import load_cfg
@@ -38,10 +37,7 @@ def main(argv=None) -> int:
         samples = (b[0] for b in itertools.islice(loader, args.max_images))
         result = {f"mIoU_{k}_click{'s' if k > 1 else ''}": v for k, v in
                   evaluate_clicks(sam, samples, clicks=(1, 3)).items() if k != "num_masks"}
-        print(json.dumps(jsonable(result), indent=2))
-        if args.output:
-            write_json(args.output, result)
-        return 0
+        return report(result, args.output)
 
     return run_guarded(run)
 

@@ -191,6 +191,15 @@ def write_json(path: str, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def report(result: dict, output: str | None = None) -> int:
+    """Print ``result`` as JSON on stdout and write it to ``output`` (when given); returns 0, the
+    exit status of the eval tools that end with it."""
+    print(json.dumps(jsonable(result), indent=2))
+    if output:
+        write_json(output, result)
+    return 0
+
+
 def jsonable(obj: Any) -> Any:
     """``obj`` with NaN / inf floats as None and numpy scalars as Python numbers."""
     if isinstance(obj, dict):
