@@ -44,6 +44,11 @@ _C.MODEL.CLIP.IMAGE_SIZE = 64
 _C.MODEL.CLIP.FEATURES = ["res2", "res3", "res4", "res5"]
 # Entries kept in the text-embedding cache (keyed by prompt); 0 disables it.
 _C.MODEL.CLIP.TEXT_CACHE_SIZE = 4096
+# CLIPDenseDistiller (region self-distillation of the dense map): teacher crops are resized to
+# DISTILL_CROP_SIZE (the pretraining image size); boxes are the cells of a random m x n grid,
+# m, n in 1..DISTILL_MAX_GRID.
+_C.MODEL.CLIP.DISTILL_CROP_SIZE = 64
+_C.MODEL.CLIP.DISTILL_MAX_GRID = 4
 
 # ---- Mask generator -------------------------------------------------------------------------
 _C.MODEL.MASK_GENERATOR = CN()
