@@ -20,9 +20,9 @@ def main(argv=None) -> int:
     p.add_argument("--weights", required=True, help="trained weights (safetensors or state dict)")
     p.add_argument("--name", required=True, help="file stem inside mmmask/weights/")
     p.add_argument("--out-dir", default=None, help="default: the package's weights folder")
-    p.add_argument("--embedding-rows-from", default=None,
-                   help="CLIP pretraining checkpoint (.pth) whose optimizer state tells which "
-                        "token-embedding rows were trained; only those are stored")
+    p.add_argument("--embedding-rows-from", default=None, nargs="+",
+                   help="CLIP pretraining checkpoint(s) (.pth) whose optimizer states tell which "
+                        "token-embedding rows were trained; only those rows are stored")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the shipped config")
     args = p.parse_args(argv)
     from mmmask.cli import run_guarded

@@ -31,19 +31,23 @@ def touched_rows(checkpoint: str, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def export_shipped(cfg, weights: str, name: str, out_dir: str | None = None,
-                   embedding_rows_from: str | None = None) -> tuple[str, str]:
+                   embedding_rows_from: str | list[str] | None = None) -> tuple[str, str]:
     """Write ``<name>.safetensors`` (float16) and ``<name>.yaml`` (full config) into ``out_dir``.
 
     The YAML points ``MODEL.WEIGHTS`` at ``shipped:<name>.safetensors`` and clears the paths of
     the training run (``MODEL.CLIP.PRETRAINED``, ``CM3.VQ.WEIGHTS``) since the file holds every
-    weight. Returns the two paths.
+    weight. ``embedding_rows_from``: the CLIP training checkpoint(s) whose optimizer states tell
+    which token-embedding rows were ever trained; only those rows are stored (the others load
+    as zeros). Returns the two paths.
     """
     out_dir = out_dir or str(SHIPPED_DIR)
     os.makedirs(out_dir, exist_ok=True)
     state = dict(load_state_dict_file(weights))
     if embedding_rows_from:
+        sources = ([embedding_rows_from] if isinstance(embedding_rows_from, str)
+                   else list(embedding_rows_from))
         for key in [k for k in state if k.endswith(TOKEN_EMBEDDING)]:
-            keep = touched_rows(embedding_rows_from, tuple(state[key].shape))
+            keep = torch.stack([touched_rows(c, tuple(state[key].shape)) for c in sources]).any(0)
             keep[0] = True  # padding
             sparsify_rows(state, key, keep)
     weights_path = os.path.join(out_dir, f"{name}.safetensors")
