@@ -189,7 +189,7 @@ def launch(host: str = "127.0.0.1", port: int = 7860, config_file: str | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmmask.cli import run_guarded, split_opts
+    from mmmask.cli import add_cm3_demo_args, run_guarded, split_opts
 
     p = argparse.ArgumentParser(description="The mmmask Gradio demo (trailing KEY VALUE pairs "
                                             "override segmentation config keys).")
@@ -198,10 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config-file", default=None, help="segmentation config (default: shipped)")
     p.add_argument("--weights", default=None, help="segmentation weights (overrides MODEL.WEIGHTS)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: MODEL.DEVICE)")
-    p.add_argument("--cm3-config-file", default=None, help="CM3 config (default: shipped)")
-    p.add_argument("--cm3-weights", default=None, help="CM3 weights ('' = random, for tests)")
-    p.add_argument("--cm3-opts", default="",
-                   help="CM3 config overrides as one 'KEY VALUE ...' string")
+    add_cm3_demo_args(p)
     p.add_argument("--concurrency", type=int, default=CONCURRENCY,
                    help="requests processed at once")
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -85,7 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=7860)
     demo.add_argument("--share", action="store_true", help=argparse.SUPPRESS)
     _add_model_args(demo)
+    add_cm3_demo_args(demo)
     return parser
+
+
+def add_cm3_demo_args(p: argparse.ArgumentParser) -> None:
+    """The demo's generation model: ``--cm3-config-file``, ``--cm3-weights``, ``--cm3-opts``."""
+    p.add_argument("--cm3-config-file", default=None, metavar="F",
+                   help="CM3 config of the Generate tab (default: the shipped Shapes-OV model)")
+    p.add_argument("--cm3-weights", default=None, metavar="W",
+                   help="CM3 weights (overrides MODEL.WEIGHTS of the CM3 config)")
+    p.add_argument("--cm3-opts", default="", metavar="\"KEY VALUE ...\"",
+                   help="CM3 config overrides, one quoted string")
 
 
 def _vocab(args):
@@ -136,7 +148,8 @@ def cmd_generate(args) -> int:
     return run_generate(args)
 
 
-def cmd_demo(args) -> int:
+def _demo_module():
+    """``demo/app.py`` of the source checkout, imported."""
     import importlib.util
     from pathlib import Path
 
@@ -146,8 +159,14 @@ def cmd_demo(args) -> int:
     spec = importlib.util.spec_from_file_location("mmmask_demo_app", app)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.launch(host=args.host, port=args.port, config_file=args.config_file,
-                         weights=args.weights, opts=args.opts, device=args.device)
+    return module
+
+
+def cmd_demo(args) -> int:
+    return _demo_module().launch(host=args.host, port=args.port, config_file=args.config_file,
+                         weights=args.weights, opts=args.opts, device=args.device,
+                         cm3_config_file=args.cm3_config_file, cm3_weights=args.cm3_weights,
+                         cm3_opts=shlex.split(args.cm3_opts))
 
 
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
@@ -165,7 +184,7 @@ def split_opts(argv: list[str]) -> tuple[list[str], list[str]]:
 _VALUE_FLAGS = {"--vocab", "--vocab-file", "--task", "--generator", "--out", "--config-file",
                 "--weights", "--device", "--prompt", "--box", "--mask", "--vocab-target", "--seed",
                 "--host", "--port", "--score-threshold", "--cfg-scale", "--seg-config-file",
-                "--seg-weights", "--seg-opts"}
+                "--seg-weights", "--seg-opts", "--cm3-config-file", "--cm3-weights", "--cm3-opts"}
 
 
 def _quiet_random_init(record: logging.LogRecord) -> bool:

@@ -32,6 +32,26 @@ def test_help_lists_commands():
         assert cmd in out
 
 
+def test_demo_forwards_model_flags(monkeypatch):
+    import mmmask.cli as cli
+
+    seen = {}
+
+    class FakeApp:
+        @staticmethod
+        def launch(**kw):
+            seen.update(kw)
+            return 0
+
+    monkeypatch.setattr(cli, "_demo_module", lambda: FakeApp)
+    code = main(["demo", "--port", "7001", "--cm3-config-file", "c.yaml", "--cm3-weights", "w",
+                 "--cm3-opts", "CM3.N_LAYER 1", "MODEL.DEVICE", "cpu"])
+    assert code == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 7001  # local unless told otherwise
+    assert (seen["cm3_config_file"], seen["cm3_weights"]) == ("c.yaml", "w")
+    assert seen["cm3_opts"] == ["CM3.N_LAYER", "1"] and seen["opts"] == ["MODEL.DEVICE", "cpu"]
+
+
 @pytest.mark.parametrize("task", ["semantic", "panoptic", "instance"])
 def test_segment_writes_json_and_overlay(image_path, tmp_path, task, capsys):
     code = main(["segment", image_path, "--vocab", "red star|red thing,blue ring,sky,grass|lawn",
