@@ -4,6 +4,7 @@
     python tools/export_weights.py --config-file configs/shapes/adapter_mixed.yaml \
         --weights output/shapes/adapter_mixed/model_final.safetensors --name shapes_ovseg \
         --embedding-rows-from output/shapes/clip/model_final.pth \
+            output/shapes/clip_regions/model_final.pth \
         MODEL.SAM.CHECKPOINT shipped:shapes_sam.safetensors
 """
 
@@ -23,9 +24,12 @@ def main(argv=None) -> int:
     p.add_argument("--embedding-rows-from", default=None, nargs="+",
                    help="CLIP pretraining checkpoint(s) (.pth) whose optimizer states tell which "
                         "token-embedding rows were trained; only those rows are stored")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the shipped config")
+    from mmmask.cli import run_guarded, split_opts
+
+    argv, opts = split_opts(sys.argv[1:] if argv is None else list(argv))
+    p.epilog = "Trailing KEY VALUE pairs override keys of the shipped config."
     args = p.parse_args(argv)
-    from mmmask.cli import run_guarded
+    args.opts = opts
 
     def run() -> int:
         from mmmask.config import load_cfg
