@@ -11,10 +11,8 @@ Chromium is Debian's ``/usr/bin/chromium`` (never a Playwright-downloaded browse
 """
 
 import contextlib
-import importlib.util
 import os
 import socket
-import sys
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,14 +47,9 @@ def free_port() -> int:
 
 def load_app():
     """``demo/app.py`` as a module (it is not part of the installed package)."""
-    if "mmmask_demo_app" in sys.modules:
-        return sys.modules["mmmask_demo_app"]
-    spec = importlib.util.spec_from_file_location("mmmask_demo_app",
-                                                  Path(__file__).with_name("app.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mmmask_demo_app"] = module
-    spec.loader.exec_module(module)
-    return module
+    from mmmask.cli import load_demo_module
+
+    return load_demo_module("app.py")
 
 
 def shipped_segmenter() -> bool:

@@ -148,22 +148,31 @@ def cmd_generate(args) -> int:
     return run_generate(args)
 
 
-def _demo_module():
-    """``demo/app.py`` of the source checkout, imported."""
+def load_demo_module(filename: str = "app.py"):
+    """``demo/<filename>`` of the source checkout (the demo is not in the installed package),
+    imported once as ``mmmask_demo_<stem>``."""
     import importlib.util
     from pathlib import Path
 
-    app = Path(__file__).resolve().parents[1] / "demo" / "app.py"
-    if not app.is_file():
-        raise CLIError(f"the demo app is not installed ({app}); run from a source checkout")
-    spec = importlib.util.spec_from_file_location("mmmask_demo_app", app)
+    name = f"mmmask_demo_{Path(filename).stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[1] / "demo" / filename
+    if not path.is_file():
+        raise CLIError(f"the demo is not installed ({path}); run from a source checkout")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
 
 
 def cmd_demo(args) -> int:
-    return _demo_module().launch(host=args.host, port=args.port, config_file=args.config_file,
+    return load_demo_module().launch(host=args.host, port=args.port, config_file=args.config_file,
                          weights=args.weights, opts=args.opts, device=args.device,
                          cm3_config_file=args.cm3_config_file, cm3_weights=args.cm3_weights,
                          cm3_opts=shlex.split(args.cm3_opts))

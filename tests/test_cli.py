@@ -43,7 +43,7 @@ def test_demo_forwards_model_flags(monkeypatch):
             seen.update(kw)
             return 0
 
-    monkeypatch.setattr(cli, "_demo_module", lambda: FakeApp)
+    monkeypatch.setattr(cli, "load_demo_module", lambda: FakeApp)
     code = main(["demo", "--port", "7001", "--cm3-config-file", "c.yaml", "--cm3-weights", "w",
                  "--cm3-opts", "CM3.N_LAYER 1", "MODEL.DEVICE", "cpu"])
     assert code == 0

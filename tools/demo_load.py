@@ -11,7 +11,6 @@ request failed.
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import shlex
 import statistics
@@ -62,12 +61,9 @@ def serve_subprocess(random_weights: bool, concurrency: int):
 
 
 def _browser_helper():
-    spec = importlib.util.spec_from_file_location("mmmask_demo_browser",
-                                                  REPO / "demo" / "browser.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from mmmask.cli import load_demo_module
+
+    return load_demo_module("browser.py")
 
 
 def request_args(endpoint: str, i: int) -> tuple:

@@ -9,7 +9,6 @@ browser tests (``demo/browser.py``) and writes ``demo_segment.png``, ``demo_clic
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -19,12 +18,9 @@ EXAMPLES = REPO / "mmmask" / "data" / "examples"
 
 
 def _browser_helper():
-    spec = importlib.util.spec_from_file_location("mmmask_demo_browser",
-                                                  REPO / "demo" / "browser.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from mmmask.cli import load_demo_module
+
+    return load_demo_module("browser.py")
 
 
 def shoot_segment(page, out: Path) -> None:

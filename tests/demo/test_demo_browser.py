@@ -5,26 +5,15 @@ tiny random-weight ones) and one browser page drives it: segment an uploaded Sha
 click-to-segment, generate an image and a caption, and the error messages of bad input.
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from mmmask.cli import load_demo_module
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_browser_helper():
-    name = "mmmask_demo_browser"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "demo" / "browser.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-B = _load_browser_helper()
+B = load_demo_module("browser.py")
 
 pytestmark = [
     pytest.mark.browser,
