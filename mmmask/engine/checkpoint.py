@@ -316,12 +316,10 @@ class Checkpointer:
 
     # ---- save ----
     def state_dict(self, iteration: int) -> dict[str, Any]:
-        """Model, optimizer, scheduler and scaler states (what ``save`` writes, minus RNG)."""
-        if self.sharded:  # collective: gathered to rank 0
-            model_state = fsdp.full_model_state(self.model)
-        else:
-            model_state = self.model.state_dict()
-        out: dict[str, Any] = {"format": 1, "iteration": int(iteration), "model": model_state}
+        """Model, optimizer, scheduler and scaler states (what ``save`` writes, minus RNG);
+        collective for a sharded model (rank 0 gets the full states)."""
+        out: dict[str, Any] = {"format": 1, "iteration": int(iteration),
+                               "model": self.model_state()}
         for key in ("optimizer", "scheduler", "scaler"):
             obj = getattr(self, key)
             if obj is None:
@@ -350,12 +348,12 @@ class Checkpointer:
         Returns the path written (``None`` on ranks other than 0).
         """
         rng = comm.all_gather_object(get_rng_state())
-        ckpt = self.state_dict(iteration) if self.sharded else None  # collective when sharded
+        # Gathering a sharded model's states is collective: every rank takes part.
+        ckpt = self.state_dict(iteration) if self.sharded or comm.is_main_process() else None
         if not comm.is_main_process():
             comm.synchronize()
             return None
         os.makedirs(self.save_dir, exist_ok=True)
-        ckpt = ckpt if ckpt is not None else self.state_dict(iteration)
         ckpt["rng"] = rng
         ckpt["data_position"] = dict(data_position or {"iteration": int(iteration)})
         ckpt["extra"] = dict(extra or {})
