@@ -195,13 +195,10 @@ class SegmentationPredictor:
         x = self._prepare(image)
         batch = [{"image": x, "height": h, "width": w}]
         external = scores = None
-        if generator == "sam" or sam_masks is not None:
-            if sam_masks is None:  # SAM's own masks come with their predicted IoU
-                sam_masks, scores = self._sam_masks(image, with_scores=True)
+        if sam_masks is not None:
             external = self._pad_masks(sam_masks, x.shape[-2:]).to(self.device)
-            if scores is not None:
-                scores = torch.as_tensor(scores, dtype=torch.float32, device=self.device)
-                scores = scores[None, : external.shape[1]] if len(scores) else None
+        elif generator == "sam":
+            external, scores = self._sam_inputs(image, x.shape[-2:])
         tasks = (task,)
         images, sizes = self.model._images(batch)
         probs, objectness, mask_logits = self.model.predict_masks(images, external, scores)
@@ -267,14 +264,18 @@ class SegmentationPredictor:
         return SegmentationResult(height=h, width=w, labels=names, task="instance",
                                   segments=[segment])
 
-    def _sam_masks(self, image: np.ndarray, with_scores: bool = False):
-        """SAM's automatic masks Q x H x W bool (and their predicted IoU [Q] ``with_scores``)."""
+    def _sam_inputs(self, image: np.ndarray, size: tuple[int, int]):
+        """SAM's automatic masks as classifier input: Tensor[1,Q,h',w'] on the padded frame of
+        an image resized to ``size``, and their predicted IoU Tensor[1,Q] (None without masks:
+        one empty placeholder mask is classified then)."""
         records = self.sam().generate(image)
         masks = (np.stack([r["segmentation"] for r in records]) if records
                  else np.zeros((0, *image.shape[:2]), bool))
-        if not with_scores:
-            return masks
-        return masks, np.asarray([r["predicted_iou"] for r in records], np.float32)
+        external = self._pad_masks(masks, size).to(self.device)
+        if not records:
+            return external, None
+        scores = torch.tensor([[r["predicted_iou"] for r in records]], dtype=torch.float32)
+        return external, scores.to(self.device)
 
     def _pad_masks(self, masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """Q x H x W bool masks (original image size) -> Tensor[1,Q,h',w'] on the padded frame."""
@@ -346,10 +347,7 @@ class SamNamedSegmentor(torch.nn.Module):
         for item in batch:
             image = item["image"]
             np_image = image.permute(1, 2, 0).cpu().numpy()
-            masks, scores = self.predictor._sam_masks(np_image, with_scores=True)
-            external = self.predictor._pad_masks(masks, image.shape[-2:]).to(self.predictor.device)
-            scores = (torch.as_tensor(scores, device=self.predictor.device)[None]
-                      if len(scores) else None)  # no mask: one empty placeholder, no scores
+            external, scores = self.predictor._sam_inputs(np_image, image.shape[-2:])
             outputs += self.model([item], external_masks=external, external_scores=scores)
         return outputs
 
