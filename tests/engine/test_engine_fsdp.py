@@ -17,8 +17,8 @@ from mmmask.engine.checkpoint import LAST_CHECKPOINT
 
 
 def _opts(out, **kw):
-    return toy_opts(out, SOLVER__MAX_ITER=6, SOLVER__CHECKPOINT_PERIOD=4,
-                    SOLVER__CLIP_GRADIENTS=0.5, **kw)
+    base = dict(SOLVER__MAX_ITER=6, SOLVER__CHECKPOINT_PERIOD=4, SOLVER__CLIP_GRADIENTS=0.5)
+    return toy_opts(out, **{**base, **kw})
 
 
 def _weights(d):
@@ -50,6 +50,20 @@ def test_fsdp_matches_one_process_and_resumes(tmp_path):
         f.write("model_0000004.pth\n")
     launch(engine_toy.ddp_main, 2, args=(_opts(again, SOLVER__FSDP=True), True))
     _assert_close(_weights(two), _weights(again))
+
+
+def test_fsdp_evaluates_an_unsharded_copy(tmp_path):
+    import json
+
+    out, result = str(tmp_path / "run"), str(tmp_path / "eval.json")
+    opts = _opts(out, SOLVER__FSDP=True, SOLVER__MAX_ITER=3, DATASETS__TEST="('toy_eval',)")
+    launch(engine_toy.fsdp_eval_main, 2, args=(opts, result))
+    with open(result) as f:
+        got = json.load(f)["toy_eval"]["y"]
+    plain = engine_toy.EngineToyNet()
+    plain.load_state_dict(_weights(out))
+    want = float(plain.net(torch.linspace(-1, 1, engine_toy.IN_DIM)[None]))
+    assert abs(got - want) < 1e-5
 
 
 def test_fsdp_trains_the_cm3_decoder(tmp_path):
