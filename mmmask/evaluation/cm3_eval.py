@@ -100,14 +100,13 @@ def evaluate_infilling(generator, num_images: int = 100, seed: int = 4242) -> di
         box = np.zeros(s.image.shape[:2], bool)
         box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
         codes = generator.encode_image(s.image)  # (h, w)
-        spans = cells_to_spans(mask_to_cells(box, generator.grid),
-                               min(generator.max_spans, vocab.num_sentinels))
+        cells = mask_to_cells(box, generator.grid)
+        spans = cells_to_spans(cells, min(generator.max_spans, vocab.num_sentinels))
         pos = _span_positions(spans)
         truth = codes.reshape(-1)[pos]
         total += len(pos)
         # Both sides: the CM3 infilling prompt (no guidance, greedy).
-        filled = generator.infill_codes(codes, mask_to_cells(box, generator.grid), s.caption,
-                                        cfg_scale=1.0, temperature=0.0)
+        filled = generator.infill_codes(codes, cells, s.caption, cfg_scale=1.0, temperature=0.0)
         out = {"masked": filled}
         # Left only: continue the document from the first span's start.
         doc = build_document(vocab, s.caption, codes.reshape(-1))
