@@ -10,7 +10,7 @@ and the actual IoU. SAM is class-agnostic: every instance of the input is a targ
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from mmmask.registry import META_ARCH_REGISTRY
 from .sam_build import build_sam_model, sam_kwargs_from_cfg
 from .sam_prompts import correction_clicks, jitter_boxes, mask_iou, masks_to_boxes, sample_points
 
-__all__ = ["SAMTrainer", "encode_images", "decode_prompts", "mask_losses", "evaluate_clicks"]
+__all__ = ["SAMTrainer", "encode_images", "decode_prompts", "mask_losses", "evaluate_clicks",
+           "evaluate_automatic"]
 
 
 def encode_images(sam: Sam, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list]:
@@ -309,3 +310,32 @@ def evaluate_clicks(sam: Sam, samples: Iterable[Any], clicks: Sequence[int] = (1
     out: dict = {k: float(torch.cat(v).mean()) if v else float("nan") for k, v in ious.items()}
     out["num_masks"] = sum(len(t) for t in ious[clicks[0]])
     return out
+
+
+@torch.no_grad()
+def evaluate_automatic(generate: Callable[[np.ndarray], list[dict]], samples: Iterable[Any],
+                       iou_threshold: float = 0.5) -> dict:
+    """Automatic-mode quality: masks per image, the share of ground-truth segments that some mask
+    covers with IoU > ``iou_threshold`` (recall) and the share of masks that cover some
+    ground-truth segment so (precision). ``generate``: ``SAMMaskGenerator.generate``-like, an
+    RGB uint8 [H, W, 3] image -> records with a bool ``segmentation``."""
+    counts, recalled, precise = [], [], []
+    for sample in samples:
+        image, gt = _as_sample(sample)
+        records = generate(image.permute(1, 2, 0).cpu().numpy())
+        counts.append(len(records))
+        if not records or not len(gt):
+            recalled += [False] * len(gt)
+            precise += [False] * len(records)
+            continue
+        pred = torch.from_numpy(np.stack([r["segmentation"] for r in records])).bool()
+        inter = (pred[:, None] & gt[None]).flatten(2).sum(-1).float()  # [P, G]
+        union = (pred[:, None] | gt[None]).flatten(2).sum(-1).float()
+        good = inter / union.clamp(min=1) > iou_threshold
+        recalled += good.any(0).tolist()
+        precise += good.any(1).tolist()
+    if not counts:
+        raise ValueError("No image to evaluate")
+    return {"masks_per_image": float(np.mean(counts)),
+            "recall": float(np.mean(recalled)) if recalled else float("nan"),
+            "precision": float(np.mean(precise)) if precise else float("nan")}
