@@ -8,6 +8,7 @@ the last image are reused when only the vocabulary changes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import threading
@@ -158,12 +159,16 @@ class SegmentationPredictor:
             x = x.round().clamp(0, 255).to(torch.uint8)
         return x
 
-    def as_model(self, generator: str = "pmp") -> torch.nn.Module:
-        """A batch -> outputs module for evaluation: the model itself, or SAM masks named by it."""
+    def as_model(self, generator: str = "pmp", cache_masks: bool = False) -> torch.nn.Module:
+        """A batch -> outputs module for evaluation: the model itself, or SAM masks named by it.
+
+        ``cache_masks`` (SAM only) keeps each image's SAM masks, keyed by its pixels, so that
+        evaluating several tasks or vocabularies on one dataset runs SAM once per image.
+        """
         if generator == "pmp":
             return self.model
         if generator == "sam":
-            return SamNamedSegmentor(self)
+            return SamNamedSegmentor(self, cache_masks=cache_masks)
         raise ValueError(f"Unknown generator {generator!r}; valid: pmp, sam")
 
     def sam(self):
@@ -331,12 +336,28 @@ class SegmentationPredictor:
 
 
 class SamNamedSegmentor(torch.nn.Module):
-    """SAM automatic masks named by the model's classifier; same inputs/outputs as the model."""
+    """SAM automatic masks named by the model's classifier; same inputs/outputs as the model.
 
-    def __init__(self, predictor: SegmentationPredictor):
+    With ``cache_masks`` the SAM masks and scores of every image seen are kept (keyed by a
+    digest of the image's pixels): SAM does not depend on the vocabulary or the task, so later
+    passes over the same images only rerun the classifier.
+    """
+
+    def __init__(self, predictor: SegmentationPredictor, cache_masks: bool = False):
         super().__init__()
         self.predictor = predictor
         self.model = predictor.model
+        self.cache: dict[str, tuple] | None = {} if cache_masks else None
+
+    def _masks(self, image: torch.Tensor):
+        np_image = image.permute(1, 2, 0).cpu().numpy()
+        if self.cache is None:
+            return self.predictor._sam_inputs(np_image, image.shape[-2:])
+        key = hashlib.sha1(np.ascontiguousarray(np_image).tobytes()).hexdigest()
+        key += str(tuple(np_image.shape))
+        if key not in self.cache:
+            self.cache[key] = self.predictor._sam_inputs(np_image, image.shape[-2:])
+        return self.cache[key]
 
     def set_vocabulary(self, vocab, is_thing=None):
         self.model.set_vocabulary(vocab, is_thing)
@@ -345,9 +366,7 @@ class SamNamedSegmentor(torch.nn.Module):
     def forward(self, batch: list[dict]) -> list[dict]:
         outputs = []
         for item in batch:
-            image = item["image"]
-            np_image = image.permute(1, 2, 0).cpu().numpy()
-            external, scores = self.predictor._sam_inputs(np_image, image.shape[-2:])
+            external, scores = self._masks(item["image"])
             outputs += self.model([item], external_masks=external, external_scores=scores)
         return outputs
 

@@ -40,9 +40,16 @@ def main(argv=None) -> int:
     p.add_argument("--output", default=None)
     p.add_argument("--rows", default=None, help="comma-separated row numbers (default: all)")
     p.add_argument("--tasks", default="semantic,panoptic,instance")
+    p.add_argument("--num-threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default; use 1 when other jobs share the "
+                   "cores, oversubscription makes rows many times slower)")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every row "
                    "(e.g. DATASETS.SHAPES.VAL_SIZE 50)")
     args = p.parse_args(argv)
+    if args.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
     from mmmask.evaluation.runner import evaluate_dataset
     from mmmask.predictor import SegmentationPredictor
 
@@ -57,7 +64,7 @@ def main(argv=None) -> int:
             continue
         predictor = SegmentationPredictor.from_files(os.path.join(ROOT, config), path or None,
                                                      opts + list(args.opts))
-        model = predictor.as_model(generator)
+        model = predictor.as_model(generator, cache_masks=True)  # SAM runs once per image
         row = {}
         for task in args.tasks.split(","):
             metrics = evaluate_dataset(predictor.cfg, model, args.dataset, task=task, show=False)

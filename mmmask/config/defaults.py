@@ -44,6 +44,10 @@ _C.MODEL.CLIP.IMAGE_SIZE = 64
 _C.MODEL.CLIP.FEATURES = ["res2", "res3", "res4", "res5"]
 # Entries kept in the text-embedding cache (keyed by prompt); 0 disables it.
 _C.MODEL.CLIP.TEXT_CACHE_SIZE = 4096
+# The dense map for the mask classifier (clip_dense) comes from a second trunk pass over the image
+# resized by this factor (2.0 = twice finer map, objects twice larger for CLIP); 1.0 = the same
+# pass as the generator's features.
+_C.MODEL.CLIP.DENSE_INPUT_SCALE = 1.0
 # CLIPDenseDistiller (region self-distillation of the dense map): teacher crops are resized to
 # DISTILL_CROP_SIZE (the pretraining image size); boxes are the cells of a random m x n grid,
 # m, n in 1..DISTILL_MAX_GRID.

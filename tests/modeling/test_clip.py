@@ -39,6 +39,22 @@ def test_dense_head_matches_clip_image_embedding_for_convnext():
     assert torch.allclose(b.dense_to_embedding(pooled), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_dense_input_scale_gives_a_finer_dense_map_only(name):
+    base = CLIPBackbone(model_name=name)
+    fine = CLIPBackbone(model_name=name, dense_input_scale=2.0)
+    fine.load_state_dict(base.state_dict())
+    x = torch.randn(1, 3, 64, 96)
+    a, b = base(x), fine(x)
+    for k in ("res2", "res3", "res4", "res5"):  # the generator's features are untouched
+        assert torch.equal(a[k], b[k])
+    assert b["clip_dense"].shape[-2:] == (2 * a["clip_dense"].shape[-2], 2 * a["clip_dense"].shape[-1])
+    up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    assert torch.allclose(b["clip_dense"], base(up)["clip_dense"], atol=1e-5)
+    with pytest.raises(ValueError, match="DENSE_INPUT_SCALE"):
+        CLIPBackbone(model_name=name, dense_input_scale=0.0)
+
+
 def test_backbone_is_frozen(backbone):
     assert not any(p.requires_grad for p in backbone.parameters())
     backbone.train()

@@ -36,8 +36,12 @@ class CLIPBackbone(nn.Module):
 
     @configurable
     def __init__(self, *, model_name: str, pretrained: str = "", frozen: bool = True,
-                 templates: str = "shapes", cache_size: int = 4096):
+                 templates: str = "shapes", cache_size: int = 4096,
+                 dense_input_scale: float = 1.0):
         super().__init__()
+        if not dense_input_scale > 0:
+            raise ValueError(f"MODEL.CLIP.DENSE_INPUT_SCALE must be positive; got {dense_input_scale}")
+        self.dense_input_scale = float(dense_input_scale)
         if templates not in PROMPT_TEMPLATES:
             raise KeyError(f"Unknown prompt templates {templates!r}; valid: {list(PROMPT_TEMPLATES)}")
         model, mean, std = create_clip(model_name, pretrained)
@@ -62,7 +66,8 @@ class CLIPBackbone(nn.Module):
     def from_config(cls, cfg):
         c = cfg.MODEL.CLIP
         return {"model_name": c.MODEL_NAME, "pretrained": c.PRETRAINED, "frozen": c.FROZEN,
-                "templates": c.PROMPT_TEMPLATES, "cache_size": c.TEXT_CACHE_SIZE}
+                "templates": c.PROMPT_TEMPLATES, "cache_size": c.TEXT_CACHE_SIZE,
+                "dense_input_scale": c.DENSE_INPUT_SCALE}
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -142,12 +147,26 @@ class CLIPBackbone(nn.Module):
     def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self._vit_features(x) if self.is_vit else self._timm_features(x)
 
+    def _forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self._features(images)
+        if self.dense_input_scale != 1.0:
+            size = [max(1, round(s * self.dense_input_scale)) for s in images.shape[-2:]]
+            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False,
+                                   antialias=self.dense_input_scale < 1)
+            out["clip_dense"] = self._features(scaled)["clip_dense"]
+        return out
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Normalised Tensor[B,3,H,W] -> ``{res2..res5, clip_dense}`` feature maps."""
+        """Normalised Tensor[B,3,H,W] -> ``{res2..res5, clip_dense}`` feature maps.
+
+        ``clip_dense`` comes from the image resized by ``dense_input_scale`` (a second pass
+        when it is not 1): a finer map for the mask classifier, whose pooling resizes the masks
+        to whatever grid it gets.
+        """
         if self.frozen:
             with torch.no_grad():
-                return self._features(images)
-        return self._features(images)
+                return self._forward(images)
+        return self._forward(images)
 
     def dense_to_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """CLIP's head on pooled dense features: Tensor[..., D_dense] -> Tensor[..., D_emb]."""
