@@ -18,17 +18,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # (row name, config file, weights, generator, extra KEY VALUE overrides)
+NO_CROP = ["MODEL.MASK_CROP.FUSION_WEIGHT", "0.0"]
 ROWS = [
     ("plain decoder + mask pooling", "configs/shapes/plain_decoder.yaml",
      "output/shapes/plain_decoder/model_final.safetensors", "pmp",
      ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling"]),
     ("PMP + mask pooling", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
-     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling", "MODEL.ENSEMBLE.ENABLED", "False"]),
+     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling", "MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP),
     ("PMP + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
-     ["MODEL.ENSEMBLE.ENABLED", "False"]),
+     ["MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP),
     ("PMP + Mask-Adapter + in/out-vocabulary ensemble", "mmmask/weights/shapes_ovseg.yaml", "",
-     "pmp", ["MODEL.ENSEMBLE.ENABLED", "True"]),
-    ("SAM + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "sam", []),
+     "pmp", ["MODEL.ENSEMBLE.ENABLED", "True"] + NO_CROP),
+    ("SAM + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "sam", NO_CROP),
+    ("PMP + mask crops (crop-and-classify)", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
+     ["MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP),
+    ("PMP + Mask-Adapter x mask crops + ensemble (shipped)", "mmmask/weights/shapes_ovseg.yaml",
+     "", "pmp", []),
+    ("SAM + Mask-Adapter x mask crops (shipped)", "mmmask/weights/shapes_ovseg.yaml", "", "sam",
+     []),
 ]
 TASKS = {"semantic": ["mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"], "panoptic": ["PQ", "PQ_seen",
          "PQ_unseen"], "instance": ["AP", "AP_seen", "AP_unseen"]}

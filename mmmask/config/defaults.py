@@ -131,7 +131,7 @@ _C.MODEL.SAM.BOX_JITTER = 0.1
 
 # ---- Mask classifier ------------------------------------------------------------------------
 _C.MODEL.MASK_CLASSIFIER = CN()
-# Name in MASK_CLASSIFIER_REGISTRY: "MaskAdapter" or "MaskPooling".
+# Name in MASK_CLASSIFIER_REGISTRY: "MaskAdapter", "MaskPooling" or "MaskCrop".
 _C.MODEL.MASK_CLASSIFIER.NAME = "MaskAdapter"
 
 _C.MODEL.MASK_ADAPTER = CN()
@@ -159,6 +159,19 @@ _C.MODEL.MASK_ADAPTER.CHUNK_SIZE = 64
 _C.MODEL.MASK_ADAPTER.VOID_WEIGHT = 0.1
 # Mixed training: predicted masks matching no GT are labelled void (True) or ignored (False).
 _C.MODEL.MASK_ADAPTER.UNMATCHED_AS_VOID = True
+
+# MaskCrop (crop-and-classify baseline): each mask's square box, CONTEXT times the mask's extent,
+# resized to MODEL.CLIP.IMAGE_SIZE and encoded by CLIP's image tower; BACKGROUND = share of the
+# pixels outside the mask kept (1 = the box as is, 0 = mean pixel); BATCH_SIZE crops per forward.
+_C.MODEL.MASK_CROP = CN()
+_C.MODEL.MASK_CROP.CONTEXT = 1.5
+_C.MODEL.MASK_CROP.BACKGROUND = 0.0
+_C.MODEL.MASK_CROP.BATCH_SIZE = 256
+# Initial temperature of MaskCrop's cosine logits (learned when MaskCrop is trained).
+_C.MODEL.MASK_CROP.LOGIT_SCALE = 20.0
+# Inference: > 0 also names every mask with MaskCrop and fuses the two classifiers' class
+# distributions geometrically, p ~ p_classifier^(1-w) * p_crop^w (w = FUSION_WEIGHT; 0 = off).
+_C.MODEL.MASK_CROP.FUSION_WEIGHT = 0.0
 
 # ---- Inference ------------------------------------------------------------------------------
 _C.MODEL.TEST = CN()

@@ -1,7 +1,7 @@
 """Models. Importing this package registers every backbone, mask generator, mask classifier and
 meta-architecture of mmmask in :mod:`mmmask.registry`."""
 
-from . import clip, mask_adapter, mask_generators, mask_pooling, meta_arch  # noqa: F401
+from . import clip, mask_adapter, mask_crop, mask_generators, mask_pooling, meta_arch  # noqa: F401
 from .clip import CLIPBackbone, CLIPPretrainer
 from .meta_arch import OpenVocabSegmentor
 

@@ -179,6 +179,13 @@ class CLIPBackbone(nn.Module):
             x = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
         return v.head(x)
 
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """CLIP's image embedding (not normalised) of normalised Tensor[B,3,S,S] images."""
+        if self.frozen:
+            with torch.no_grad():
+                return self.clip.encode_image(images)
+        return self.clip.encode_image(images)
+
     # -- text side ---------------------------------------------------------------------------
     def encode_vocabulary(self, vocab: Vocabulary) -> torch.Tensor:
         """Tensor[S, D_emb]: L2-normalised embedding per synonym (cached per prompt)."""

@@ -55,6 +55,7 @@ class OpenVocabSegmentor(nn.Module):
                  object_mask_threshold: float = 0.5, overlap_threshold: float = 0.8,
                  detections_per_image: int = 100, max_masks_classified: int = 0,
                  ensemble: bool = False, alpha: float = 0.4, beta: float = 0.8,
+                 crop_classifier: nn.Module | None = None, crop_weight: float = 0.0,
                  tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
                  size_divisibility: int = 32):
         super().__init__()
@@ -71,6 +72,13 @@ class OpenVocabSegmentor(nn.Module):
         self.detections_per_image = detections_per_image
         self.max_masks_classified = max_masks_classified
         self.ensemble, self.alpha, self.beta = ensemble, alpha, beta
+        if not 0 <= crop_weight <= 1:
+            raise ValueError(f"MODEL.MASK_CROP.FUSION_WEIGHT must lie in [0, 1]; got {crop_weight}")
+        if crop_weight > 0 and crop_classifier is None:
+            raise ValueError("A crop fusion weight needs a crop classifier")
+        # Inference-only second opinion (MaskCrop) fused with the classifier's distribution.
+        self.crop_classifier = crop_classifier if crop_weight > 0 else None
+        self.crop_weight = float(crop_weight)
         self.tasks = tuple(tasks)
         self.size_divisibility = size_divisibility
         # The dataset's vocabulary (the inference default) and the training vocabulary: only the
@@ -96,6 +104,14 @@ class OpenVocabSegmentor(nn.Module):
             cfg, input_shape=backbone.output_shape(), embed_dim=backbone.embed_dim)
         classifier = MASK_CLASSIFIER_REGISTRY.get(cfg.MODEL.MASK_CLASSIFIER.NAME)(
             cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim)
+        crop_weight = float(cfg.MODEL.MASK_CROP.FUSION_WEIGHT)
+        crop = None
+        if crop_weight > 0:
+            if cfg.MODEL.MASK_CLASSIFIER.NAME == "MaskCrop":
+                raise ValueError("MODEL.MASK_CROP.FUSION_WEIGHT fuses MaskCrop into another "
+                                 "classifier; the classifier is MaskCrop already")
+            crop = MASK_CLASSIFIER_REGISTRY.get("MaskCrop")(
+                cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim, learnable=False)
         from mmmask.data.builtin import register_builtin
 
         register_builtin(cfg)  # Shapes-OV sizes and DATASETS.ROOTS
@@ -116,6 +132,7 @@ class OpenVocabSegmentor(nn.Module):
             "max_masks_classified": t.MAX_MASKS_CLASSIFIED,
             "ensemble": cfg.MODEL.ENSEMBLE.ENABLED, "alpha": cfg.MODEL.ENSEMBLE.ALPHA,
             "beta": cfg.MODEL.ENSEMBLE.BETA,
+            "crop_classifier": crop, "crop_weight": crop_weight,
         }
 
     # -- vocabulary --------------------------------------------------------------------------
@@ -207,12 +224,18 @@ class OpenVocabSegmentor(nn.Module):
                     self.adapter_iou_threshold, mode=self.adapter_masks,
                     num_pred=self.adapter_num_pred, unmatched_label=len(self.vocabulary)))
             masks, classes, groups = collate_adapter_targets(per_image)
-            out = self.classifier(feats["clip_dense"], masks, text, self.backbone)
+            out = self._classify(feats, masks, text, images)
             out = dataclasses.replace(out, logits=self._aggregate(out.logits))
             losses.update(self.classifier.losses(out, classes, groups))
         if not losses:
             raise RuntimeError("Nothing to train: MODEL.TRAIN_GENERATOR and TRAIN_CLASSIFIER are off")
         return losses
+
+    def _classify(self, feats: dict, masks: torch.Tensor, text: torch.Tensor, images: torch.Tensor):
+        """Run the mask classifier (with the images when it crops them, e.g. MaskCrop)."""
+        if getattr(self.classifier, "needs_images", False):
+            return self.classifier(feats["clip_dense"], masks, text, self.backbone, images=images)
+        return self.classifier(feats["clip_dense"], masks, text, self.backbone)
 
     def _aggregated(self, proposals):
         aux = [dict(a, pred_logits=self._aggregate(a["pred_logits"])) for a in proposals.aux]
@@ -248,8 +271,14 @@ class OpenVocabSegmentor(nn.Module):
             mask_logits = torch.gather(mask_logits, 1, keep[..., None, None].expand(
                 -1, -1, *mask_logits.shape[-2:]))
             gen_logits = torch.gather(gen_logits, 1, keep[..., None].expand(-1, -1, gen_logits.shape[-1]))
-        cls = self.classifier(feats["clip_dense"], mask_logits.sigmoid(), text, self.backbone)
+        cls = self._classify(feats, mask_logits.sigmoid(), text, images)
         cls_logits = self._aggregate(cls.logits)
+        if self.crop_classifier is not None:  # geometric fusion with the crops' distribution
+            crop = self.crop_classifier(feats["clip_dense"], mask_logits.sigmoid(), text,
+                                        self.backbone, images=images)
+            w = self.crop_weight
+            cls_logits = ((1 - w) * cls_logits.float().log_softmax(-1)
+                          + w * self._aggregate(crop.logits).float().log_softmax(-1))
         probs, objectness = combine_class_probs(cls_logits, gen_logits, self._seen, self.ensemble,
                                                 self.alpha, self.beta)
         if external_masks is not None and external_scores is not None:

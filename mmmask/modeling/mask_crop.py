@@ -1,0 +1,167 @@
+"""Crop-and-classify: the two-stage baseline mask classifier (no dense features).
+
+Each mask's square box (``context`` times the mask's extent, centred on it) is cut from the image
+and resized to CLIP's training image size (``torchvision.ops.roi_align``, one call per batch);
+pixels outside the mask are optionally faded towards the mean pixel (``background`` = the share
+of them kept). The crops go through CLIP's own image tower, and the embeddings are compared with
+the vocabulary's text embeddings as in :mod:`.mask_pooling`. One CLIP forward per mask: slower
+than pooling, but it sees each object at the scale CLIP was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from ..config import configurable
+from ..registry import MASK_CLASSIFIER_REGISTRY
+from .mask_pooling import (MAX_LOGIT_SCALE, ClassifierOutput, check_classifier_inputs,
+                           classifier_losses, cosine_logits)
+
+__all__ = ["MaskCrop", "mask_boxes"]
+
+
+def mask_boxes(masks: Tensor, context: float, threshold: float = 0.5) -> Tensor:
+    """Square boxes around masks, in pixels of the masks' frame.
+
+    Args:
+        masks: [N, H, W] probabilities; pixels above ``threshold`` belong to the mask.
+        context: box side / the mask's larger extent (1 = tight).
+
+    Returns:
+        [N, 4] float XYXY boxes, clipped to the frame; an empty mask gets the whole frame.
+    """
+    n, h, w = masks.shape
+    on = masks > threshold
+    rows, cols = on.any(2), on.any(1)  # [N, H], [N, W]
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    big = max(h, w)
+    y0 = torch.where(rows, ar_h, big).amin(1).float()
+    y1 = torch.where(rows, ar_h, -1).amax(1).float() + 1
+    x0 = torch.where(cols, ar_w, big).amin(1).float()
+    x1 = torch.where(cols, ar_w, -1).amax(1).float() + 1
+    side = torch.maximum(y1 - y0, x1 - x0) * context
+    side = side.clamp(min=1.0)
+    side = torch.minimum(side, torch.tensor(float(min(h, w)), device=masks.device))
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    by0 = (cy - side / 2).clamp(min=0)
+    bx0 = (cx - side / 2).clamp(min=0)
+    by0 = torch.minimum(by0, h - side)  # shift inside the frame rather than shrink
+    bx0 = torch.minimum(bx0, w - side)
+    boxes = torch.stack([bx0, by0, bx0 + side, by0 + side], dim=1)
+    empty = ~rows.any(1)
+    whole = torch.tensor([0.0, 0.0, float(w), float(h)], device=masks.device)
+    return torch.where(empty[:, None], whole, boxes)
+
+
+@MASK_CLASSIFIER_REGISTRY.register()
+class MaskCrop(nn.Module):
+    """Baseline classifier: crop each mask's box from the image and encode it with CLIP.
+
+    Its only parameters are the logit scale and the void logit. Needs the images: the
+    meta-architecture passes them when ``needs_images`` is True.
+    """
+
+    needs_images = True
+
+    @configurable
+    def __init__(self, *, dense_dim: int, embed_dim: int, crop_size: int = 64,
+                 context: float = 1.5, background: float = 0.0, batch_size: int = 256,
+                 logit_scale: float = 20.0, void_logit: float = 0.0, class_weight: float = 1.0,
+                 consistency_weight: float = 1.0, void_weight: float = 0.1,
+                 learnable: bool = True) -> None:
+        """
+        Args:
+            dense_dim, embed_dim: CLIP's dense channels (only checked) and embedding size.
+            crop_size: side of the crops fed to CLIP (its training image size).
+            context: box side / mask extent; background: share of the pixels outside the mask
+                kept in the crop (1 = the box as is, 0 = filled with the mean pixel).
+            batch_size: crops per CLIP forward (bounds memory).
+            logit_scale, void_logit, *_weight: as for :class:`MaskPooling`.
+            learnable: False keeps the logit scale and void logit as fixed, unsaved buffers
+                (the inference-only fusion copy, which then adds nothing to checkpoints).
+        """
+        super().__init__()
+        if crop_size < 8:
+            raise ValueError(f"MASK_CROP crop size must be >= 8; got {crop_size}")
+        if context < 1:
+            raise ValueError(f"MODEL.MASK_CROP.CONTEXT must be >= 1 (1 = tight box); got {context}")
+        if not 0 <= background <= 1:
+            raise ValueError(f"MODEL.MASK_CROP.BACKGROUND must lie in [0, 1]; got {background}")
+        if logit_scale <= 0:
+            raise ValueError(f"logit_scale must be > 0; got {logit_scale}")
+        self.dense_dim, self.embed_dim = dense_dim, embed_dim
+        self.crop_size, self.context, self.background = int(crop_size), float(context), float(background)
+        self.batch_size = max(1, int(batch_size))
+        scale, void = torch.tensor(math.log(logit_scale)), torch.tensor(float(void_logit))
+        if learnable:
+            self.log_logit_scale, self.void_logit = nn.Parameter(scale), nn.Parameter(void)
+        else:
+            self.register_buffer("log_logit_scale", scale, persistent=False)
+            self.register_buffer("void_logit", void, persistent=False)
+        self.class_weight, self.consistency_weight = class_weight, consistency_weight
+        self.void_weight = void_weight
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> dict[str, Any]:
+        ma, mc = cfg.MODEL.MASK_ADAPTER, cfg.MODEL.MASK_CROP
+        return {"crop_size": cfg.MODEL.CLIP.IMAGE_SIZE, "context": mc.CONTEXT,
+                "background": mc.BACKGROUND, "batch_size": mc.BATCH_SIZE,
+                "logit_scale": mc.LOGIT_SCALE, "class_weight": ma.CLASS_WEIGHT,
+                "consistency_weight": ma.CONSISTENCY_WEIGHT, "void_weight": ma.VOID_WEIGHT}
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def crops(self, images: Tensor, masks: Tensor) -> Tensor:
+        """[B, 3, H, W] normalised images, [B, Q, H', W'] masks -> [B*Q, 3, S, S] crops."""
+        b, q = masks.shape[:2]
+        h, w = images.shape[-2:]
+        if q == 0:
+            return images.new_zeros(0, 3, self.crop_size, self.crop_size)
+        full = masks.to(images.dtype)
+        if tuple(full.shape[-2:]) != (h, w):
+            full = F.interpolate(full, size=(h, w), mode="bilinear", align_corners=False)
+        boxes = mask_boxes(full.flatten(0, 1), self.context)  # [B*Q, 4]
+        index = torch.arange(b, device=images.device).repeat_interleave(q)[:, None].to(boxes)
+        rois = torch.cat([index, boxes], dim=1)
+        size = (self.crop_size, self.crop_size)
+        out = roi_align(images, rois, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        if self.background < 1:
+            flat = full.flatten(0, 1)[:, None]  # [B*Q, 1, H, W]
+            rois_m = torch.cat([torch.arange(len(flat), device=images.device)[:, None].to(boxes),
+                                boxes], dim=1)
+            m = roi_align(flat, rois_m, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+            m = m.clamp(0, 1)
+            out = out * (m + (1 - m) * self.background)  # normalised 0 = the mean pixel
+        return out
+
+    def forward(self, dense: Tensor, masks: Tensor, text_emb: Tensor, backbone: Any,
+                images: Tensor | None = None) -> ClassifierOutput:
+        """Name every mask from its crop of ``images`` ([B, 3, H, W], CLIP-normalised, the
+        frame the masks cover); ``dense`` is only checked. See :class:`MaskPooling`."""
+        check_classifier_inputs(dense, masks, text_emb, self.dense_dim)
+        if images is None:
+            raise ValueError("MaskCrop classifies image crops: pass images=")
+        b, q = masks.shape[:2]
+        crops = self.crops(images, masks)
+        embs = [backbone.encode_image(c) for c in crops.split(self.batch_size)] if len(crops) else []
+        emb = (torch.cat(embs) if embs else crops.new_zeros(0, self.embed_dim))
+        emb = F.normalize(emb.float(), dim=-1).reshape(b, q, self.embed_dim)
+        logits = cosine_logits(emb, text_emb, self.logit_scale, self.void_logit)
+        return ClassifierOutput(logits=logits, embeddings=emb)
+
+    def losses(self, output: ClassifierOutput, targets_classes: Tensor,
+               consistency_groups: Tensor | None = None) -> dict[str, Tensor]:
+        """``{"loss_crop_ce", "loss_consistency"}`` (see :func:`classifier_losses`)."""
+        return classifier_losses(output, targets_classes, consistency_groups,
+                                 class_weight=self.class_weight,
+                                 consistency_weight=self.consistency_weight,
+                                 void_weight=self.void_weight, prefix="crop")

@@ -1,0 +1,108 @@
+"""The crop-and-classify baseline (MaskCrop): boxes, crops, CLIP embeddings, and its fusion with
+another classifier inside the segmentor."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from mmmask.data.loader import build_test_loader
+from mmmask.modeling import build_model
+from mmmask.modeling.clip import CLIPBackbone
+from mmmask.modeling.mask_crop import MaskCrop, mask_boxes
+
+from test_open_vocab import tiny_cfg
+
+
+def _square(h, w, y0, y1, x0, x1):
+    m = torch.zeros(h, w)
+    m[y0:y1, x0:x1] = 1
+    return m
+
+
+def test_mask_boxes_are_squares_with_context_inside_the_frame():
+    masks = torch.stack([
+        _square(40, 60, 10, 20, 20, 40),  # 10 x 20 -> side 30 centred at (15, 30)
+        _square(40, 60, 0, 4, 0, 4),  # in the corner: the box shifts inside
+        torch.zeros(40, 60),  # empty: the whole frame
+        _square(40, 60, 0, 40, 0, 60),  # larger than the frame allows: side = min(H, W)
+    ])
+    boxes = mask_boxes(masks, context=1.5)
+    assert torch.allclose(boxes[0], torch.tensor([15.0, 0.0, 45.0, 30.0]))
+    assert torch.allclose(boxes[1], torch.tensor([0.0, 0.0, 6.0, 6.0]))
+    assert torch.allclose(boxes[2], torch.tensor([0.0, 0.0, 60.0, 40.0]))
+    assert boxes[3, 2] - boxes[3, 0] == 40 and boxes[3, 3] - boxes[3, 1] == 40
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 60).all() and (boxes[:, 3] <= 40).all()
+    tight = mask_boxes(masks[:1], context=1.0)
+    assert torch.allclose(tight[0], torch.tensor([20.0, 5.0, 40.0, 25.0]))
+
+
+def test_crops_keep_the_box_or_fade_the_background():
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 48)
+    masks = torch.stack([_square(32, 48, 8, 16, 8, 16), _square(32, 48, 0, 32, 0, 48)])[None]
+    masks = masks.expand(2, -1, -1, -1)
+    keep = MaskCrop(dense_dim=4, embed_dim=8, crop_size=16, context=1.5, background=1.0)
+    crops = keep.crops(images, masks)
+    assert crops.shape == (4, 3, 16, 16)
+    box = mask_boxes(masks[1, :1], 1.5)
+    ref = roi_align(images[1:2], [box], (16, 16), sampling_ratio=2, aligned=True)
+    assert torch.allclose(crops[2], ref[0], atol=1e-6)
+    blank = MaskCrop(dense_dim=4, embed_dim=8, crop_size=16, context=1.5, background=0.0)
+    faded = blank.crops(images, masks)
+    assert faded[0, :, 0, 0].abs().max() < 1e-6  # a corner of the box lies outside the mask
+    assert torch.allclose(faded[0, :, 8, 8], crops[0, :, 8, 8])  # the centre lies inside
+    assert torch.allclose(faded[1], crops[1], atol=1e-6)  # the mask covers its whole box
+
+
+def test_forward_embeds_each_crop_with_clip():
+    torch.manual_seed(0)
+    bb = CLIPBackbone(model_name="mmmask-shapes-convnext")
+    clf = MaskCrop(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, crop_size=64)
+    images = torch.randn(1, 3, 64, 96)
+    masks = torch.stack([_square(64, 96, 10, 30, 10, 50), _square(64, 96, 30, 60, 50, 90)])[None]
+    text = F.normalize(torch.randn(5, bb.embed_dim), dim=-1)
+    dense = bb(images)["clip_dense"]
+    out = clf(dense, masks, text, bb, images=images)
+    assert out.logits.shape == (1, 2, 6) and out.embeddings.shape == (1, 2, bb.embed_dim)
+    ref = F.normalize(bb.clip.encode_image(clf.crops(images, masks)), dim=-1)
+    assert torch.allclose(out.embeddings[0], ref, atol=1e-5)
+    assert torch.allclose(out.logits[0, :, :5], clf.logit_scale * ref @ text.t(), atol=1e-4)
+    with pytest.raises(ValueError, match="images"):
+        clf(dense, masks, text, bb)
+    empty = clf(dense, masks[:, :0], text, bb, images=images)
+    assert empty.logits.shape == (1, 0, 6)
+
+
+def test_bad_settings_fail_clearly():
+    with pytest.raises(ValueError, match="CONTEXT"):
+        MaskCrop(dense_dim=4, embed_dim=8, context=0.5)
+    with pytest.raises(ValueError, match="BACKGROUND"):
+        MaskCrop(dense_dim=4, embed_dim=8, background=2.0)
+    with pytest.raises(ValueError, match="FUSION_WEIGHT"):
+        build_model(tiny_cfg("MODEL.MASK_CROP.FUSION_WEIGHT", "1.5"))
+    with pytest.raises(ValueError, match="MaskCrop already"):
+        build_model(tiny_cfg("MODEL.MASK_CLASSIFIER.NAME", "MaskCrop",
+                             "MODEL.MASK_CROP.FUSION_WEIGHT", "0.5"))
+
+
+def test_segmentor_with_crops_alone_and_fused():
+    torch.manual_seed(0)
+    crop = build_model(tiny_cfg("MODEL.MASK_CLASSIFIER.NAME", "MaskCrop")).eval()
+    fused = build_model(tiny_cfg("MODEL.MASK_CROP.FUSION_WEIGHT", "1.0")).eval()
+    plain = build_model(tiny_cfg()).eval()
+    fused.load_state_dict(crop.state_dict(), strict=False)  # all but the classifier's two scalars
+    fused.crop_classifier.log_logit_scale.copy_(crop.classifier.log_logit_scale.detach())
+    fused.crop_classifier.void_logit.copy_(crop.classifier.void_logit.detach())
+    plain.load_state_dict(fused.state_dict())  # the fusion copy adds nothing to checkpoints
+    batch = next(iter(build_test_loader(tiny_cfg(), "shapes_ov_val")))
+    images, _ = crop._images(batch)
+    p_crop, obj_crop, _ = crop.predict_masks(images)
+    p_fused, obj_fused, _ = fused.predict_masks(images)  # weight 1: the crops alone decide
+    p_plain, _, _ = plain.predict_masks(images)
+    assert torch.allclose(p_fused, p_crop, atol=1e-5)
+    assert torch.allclose(obj_fused, obj_crop)
+    assert not torch.allclose(p_plain, p_crop, atol=1e-3)
+    assert not list(fused.crop_classifier.parameters())
+    out = fused(batch)[0]
+    assert out["sem_seg"].shape[0] == 70
