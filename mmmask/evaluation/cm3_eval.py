@@ -3,7 +3,8 @@
 - VQ tokenizer: reconstruction PSNR, codebook usage and code perplexity.
 - Captioning: share of the objects whose colour and shape the caption names.
 - Text-to-image: share of generated images in which the segmenter finds the prompted class as
-  the largest thing segment (the shipped segmenter is the judge).
+  the largest thing segment (the shipped segmenter is the judge), and the share in which that
+  segment has the prompted colour (any shape).
 - Infilling: an object's token box regenerated with context on both sides (CM3 prompt) vs from
   the left context only (what a causal-only decoder can do).
 """
@@ -22,6 +23,10 @@ __all__ = ["evaluate_cm3", "evaluate_infilling"]
 
 def _objects(sample) -> list[tuple[str, str]]:
     return [tuple(shapes.CLASS_NAMES[d["category_id"]].split(" ", 1)) for d in sample.instances]
+
+
+def _colour(class_id: int) -> str:
+    return shapes.CLASS_NAMES[class_id].split(" ", 1)[0]
 
 
 @torch.no_grad()
@@ -48,7 +53,7 @@ def evaluate_cm3(generator, segmenter=None, num_images: int = 100, num_generated
     }
     if segmenter is not None:
         rng = np.random.default_rng(seed)
-        hits = 0
+        hits = colour_hits = 0
         thing_ids = [i for i, t in enumerate(shapes.IS_THING) if t]
         for k in range(num_generated):
             cid = int(rng.choice(thing_ids))
@@ -56,9 +61,12 @@ def evaluate_cm3(generator, segmenter=None, num_images: int = 100, num_generated
             image = generator.text_to_image(f"a {name}", seed=k)
             res = segmenter.predict(image, task="semantic")
             things = [s for s in res.segments if shapes.IS_THING[s["class_id"]]]
-            if things and max(things, key=lambda s: s["mask"].sum())["class_id"] == cid:
-                hits += 1
+            if things:
+                top = max(things, key=lambda s: s["mask"].sum())["class_id"]
+                hits += top == cid
+                colour_hits += _colour(top) == _colour(cid)
         result["text_to_image_accuracy"] = 100.0 * hits / num_generated
+        result["text_to_image_colour_accuracy"] = 100.0 * colour_hits / num_generated
         result["num_generated"] = num_generated
     return result
 

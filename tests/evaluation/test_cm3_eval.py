@@ -38,6 +38,8 @@ def test_evaluate_cm3_reports_every_figure():
     prompts = [int(rng.choice(things)) for _ in range(4)]
     red_star = shapes.CLASS_NAMES.index("red star")
     assert out["text_to_image_accuracy"] == 100.0 * prompts.count(red_star) / 4
+    reds = sum(shapes.CLASS_NAMES[c].startswith("red ") for c in prompts)
+    assert out["text_to_image_colour_accuracy"] == 100.0 * reds / 4
     assert out["num_generated"] == 4
 
 
