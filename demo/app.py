@@ -41,7 +41,7 @@ MAX_UPLOAD = "10mb"  # larger uploads are refused by the server with a message i
 CONCURRENCY = 2  # requests processed at once (the models themselves take turns)
 QUEUE_SIZE = 128  # waiting requests beyond this are refused ("queue full")
 
-TITLE = ("# mmmask\nOpen-vocabulary segmentation (PMP / SAM masks named by Mask-Adapter) and "
+TITLE = ("# mmmask\nOpen-vocabulary segmentation (PMP / SAM masks named by Mask-Adapter and mask crops) and "
          "causal-masked generation (CM3). Vocabulary syntax: `,` between classes, `|` between "
          "synonyms, e.g. `red star|red starfish, sky, grass|lawn`.")
 
@@ -83,7 +83,7 @@ def _click_tab(app, vocab):
                 gr.Examples([[str(p)] for p in cb.EXAMPLES], inputs=[image],
                             label="Shapes-OV examples", examples_per_page=8)
         with gr.Column(scale=1):
-            output = gr.AnnotatedImage(label="SAM mask, named by Mask-Adapter",
+            output = gr.AnnotatedImage(label="SAM mask, named by the classifier",
                                        elem_id="click-output", height=360)
             status = gr.Markdown(elem_id="click-status")
             table = gr.Dataframe(headers=["label", "probability"], label="Best names",
