@@ -271,10 +271,11 @@ class OpenVocabSegmentor(nn.Module):
             mask_logits = torch.gather(mask_logits, 1, keep[..., None, None].expand(
                 -1, -1, *mask_logits.shape[-2:]))
             gen_logits = torch.gather(gen_logits, 1, keep[..., None].expand(-1, -1, gen_logits.shape[-1]))
-        cls = self._classify(feats, mask_logits.sigmoid(), text, images)
+        mask_probs = mask_logits.sigmoid()
+        cls = self._classify(feats, mask_probs, text, images)
         cls_logits = self._aggregate(cls.logits)
         if self.crop_classifier is not None:  # geometric fusion with the crops' distribution
-            crop = self.crop_classifier(feats["clip_dense"], mask_logits.sigmoid(), text,
+            crop = self.crop_classifier(feats["clip_dense"], mask_probs, text,
                                         self.backbone, images=images)
             w = self.crop_weight
             cls_logits = ((1 - w) * cls_logits.float().log_softmax(-1)
