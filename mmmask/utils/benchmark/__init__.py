@@ -6,7 +6,8 @@ results, a list of headline figures with targets); :func:`format_table` prints t
 
 - ``pipeline``: open-vocabulary pipeline (OpenVocabSegmentor eval forward) / CLIP trunk alone,
   and the Mask-Adapter's share of the pipeline at ``NUM_QUERIES`` masks;
-- ``crop``: crop-and-classify (one CLIP ``encode_image`` per masked crop) / mmmask pipeline;
+- ``crop``: crop-and-classify (one CLIP ``encode_image`` per masked crop) / mmmask pipeline,
+  and the pipeline with ``MaskCrop`` fused into its classifier (the shipped default) / pipeline;
 - ``sam``: mmmask's SAM automatic path / ``SamAutomaticMaskGenerator``, naming share;
 - ``cm3``: KV-cache / recompute tokens per second;
 - ``text``: text classifier padded to the full context / truncated to the longest prompt;
@@ -164,6 +165,8 @@ def _run(quick, device, sections, plan, progress) -> dict:
             figures.append(_figure(f"crop-and-classify / mmmask pipeline, {res['num_masks']} "
                                    f"masks, {plan.crop_size}px", res["crop_over_pipeline"],
                                    key="crop_over_pipeline"))
+            figures.append(_figure(f"pipeline + MaskCrop fusion / pipeline, {res['num_masks']} "
+                                   f"masks, {plan.crop_size}px", res["fusion_over_pipeline"]))
         if "sam" in sections:
             log(f"SAM automatic path ({plan.sam_size}px)")
             sam = build_sam_generator(list(plan.sam_opts), device=str(dev))
