@@ -89,7 +89,7 @@ class MaskCrop(nn.Module):
         """
         super().__init__()
         if crop_size < 8:
-            raise ValueError(f"MASK_CROP crop size must be >= 8; got {crop_size}")
+            raise ValueError(f"MaskCrop crop size (MODEL.CLIP.IMAGE_SIZE) must be >= 8; got {crop_size}")
         if context < 1:
             raise ValueError(f"MODEL.MASK_CROP.CONTEXT must be >= 1 (1 = tight box); got {context}")
         if not 0 <= background <= 1:
