@@ -41,7 +41,8 @@ MAX_UPLOAD = "10mb"  # larger uploads are refused by the server with a message i
 CONCURRENCY = 2  # requests processed at once (the models themselves take turns)
 QUEUE_SIZE = 128  # waiting requests beyond this are refused ("queue full")
 
-TITLE = ("# mmmask\nOpen-vocabulary segmentation (PMP / SAM masks named by Mask-Adapter and mask crops) and "
+TITLE = ("# mmmask\nOpen-vocabulary segmentation (PMP / SAM masks named by Mask-Adapter and "
+         "mask crops) and "
          "causal-masked generation (CM3). Vocabulary syntax: `,` between classes, `|` between "
          "synonyms, e.g. `red star|red starfish, sky, grass|lawn`.")
 

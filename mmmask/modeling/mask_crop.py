@@ -89,7 +89,8 @@ class MaskCrop(nn.Module):
         """
         super().__init__()
         if crop_size < 8:
-            raise ValueError(f"MaskCrop crop size (MODEL.CLIP.IMAGE_SIZE) must be >= 8; got {crop_size}")
+            raise ValueError("MaskCrop crop size (MODEL.CLIP.IMAGE_SIZE) must be >= 8; got "
+                             f"{crop_size}")
         if context < 1:
             raise ValueError(f"MODEL.MASK_CROP.CONTEXT must be >= 1 (1 = tight box); got {context}")
         if not 0 <= background <= 1:
@@ -97,7 +98,8 @@ class MaskCrop(nn.Module):
         if logit_scale <= 0:
             raise ValueError(f"logit_scale must be > 0; got {logit_scale}")
         self.dense_dim, self.embed_dim = dense_dim, embed_dim
-        self.crop_size, self.context, self.background = int(crop_size), float(context), float(background)
+        self.crop_size, self.context = int(crop_size), float(context)
+        self.background = float(background)
         self.batch_size = max(1, int(batch_size))
         scale, void = torch.tensor(math.log(logit_scale)), torch.tensor(float(void_logit))
         if learnable:
@@ -152,8 +154,10 @@ class MaskCrop(nn.Module):
             raise ValueError("MaskCrop classifies image crops: pass images=")
         b, q = masks.shape[:2]
         crops = self.crops(images, masks)
-        embs = [backbone.encode_image(c) for c in crops.split(self.batch_size)] if len(crops) else []
-        emb = (torch.cat(embs) if embs else crops.new_zeros(0, self.embed_dim))
+        if len(crops):
+            emb = torch.cat([backbone.encode_image(c) for c in crops.split(self.batch_size)])
+        else:
+            emb = crops.new_zeros(0, self.embed_dim)
         emb = F.normalize(emb.float(), dim=-1).reshape(b, q, self.embed_dim)
         logits = cosine_logits(emb, text_emb, self.logit_scale, self.void_logit)
         return ClassifierOutput(logits=logits, embeddings=emb)

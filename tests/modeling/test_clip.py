@@ -48,7 +48,8 @@ def test_dense_input_scale_gives_a_finer_dense_map_only(name):
     a, b = base(x), fine(x)
     for k in ("res2", "res3", "res4", "res5"):  # the generator's features are untouched
         assert torch.equal(a[k], b[k])
-    assert b["clip_dense"].shape[-2:] == (2 * a["clip_dense"].shape[-2], 2 * a["clip_dense"].shape[-1])
+    h, w = a["clip_dense"].shape[-2:]
+    assert b["clip_dense"].shape[-2:] == (2 * h, 2 * w)
     up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
     assert torch.allclose(b["clip_dense"], base(up)["clip_dense"], atol=1e-5)
     with pytest.raises(ValueError, match="DENSE_INPUT_SCALE"):

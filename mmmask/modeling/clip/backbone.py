@@ -40,7 +40,8 @@ class CLIPBackbone(nn.Module):
                  dense_input_scale: float = 1.0):
         super().__init__()
         if not dense_input_scale > 0:
-            raise ValueError(f"MODEL.CLIP.DENSE_INPUT_SCALE must be positive; got {dense_input_scale}")
+            raise ValueError("MODEL.CLIP.DENSE_INPUT_SCALE must be positive; got "
+                             f"{dense_input_scale}")
         self.dense_input_scale = float(dense_input_scale)
         if templates not in PROMPT_TEMPLATES:
             raise KeyError(f"Unknown prompt templates {templates!r}; valid: {list(PROMPT_TEMPLATES)}")
