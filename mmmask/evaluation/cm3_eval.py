@@ -2,6 +2,9 @@
 
 - VQ tokenizer: reconstruction PSNR, codebook usage and code perplexity.
 - Captioning: share of the objects whose colour and shape the caption names.
+- What the VQ tokens keep: share of the held-out objects the segmenter names right from their
+  ground-truth masks, on the original images and on their VQ reconstructions (an upper bound of
+  sorts for captioning from tokens).
 - Text-to-image: share of generated images in which the segmenter finds the prompted class as
   the largest thing segment (the shipped segmenter is the judge), and the share in which that
   segment has the prompted colour (any shape).
@@ -25,6 +28,26 @@ def _objects(sample) -> list[tuple[str, str]]:
     return [tuple(shapes.CLASS_NAMES[d["category_id"]].split(" ", 1)) for d in sample.instances]
 
 
+def _object_naming(segmenter, samples, recons) -> dict:
+    """Percent of objects named right from their masks on the originals and VQ reconstructions."""
+    from mmmask.data.vocab import Vocabulary
+
+    vocab = Vocabulary.from_names(list(shapes.CLASS_SYNONYMS))
+    right = {"original": 0, "reconstructed": 0}
+    total = 0
+    for s, rec in zip(samples, recons):
+        objs = [d for d in s.instances if d["mask"].any()]  # fully occluded ones have no pixels
+        if not objs:
+            continue
+        masks = np.stack([d["mask"] for d in objs])
+        truth = np.array([d["category_id"] for d in objs])
+        total += len(objs)
+        for key, img in (("original", s.image), ("reconstructed", rec)):
+            probs, _ = segmenter.classify_masks(img, masks, vocab)
+            right[key] += int((np.asarray(probs).argmax(1) == truth).sum())
+    return {f"object_naming_{k}": 100.0 * v / max(1, total) for k, v in right.items()}
+
+
 def _colour(class_id: int) -> str:
     return shapes.CLASS_NAMES[class_id].split(" ", 1)[0]
 
@@ -35,11 +58,12 @@ def evaluate_cm3(generator, segmenter=None, num_images: int = 100, num_generated
     """``generator``: a ``CM3Generator``; ``segmenter``: a ``SegmentationPredictor`` or None."""
     size = generator.vq.image_size
     samples = [shapes.render_sample(seed, "test", i, size) for i in range(num_images)]
-    psnrs, codes = [], []
+    psnrs, codes, recons = [], [], []
     for s in samples:
         ids = generator.encode_image(s.image)
         codes.append(ids.flatten().cpu())
-        psnrs.append(psnr(s.image, generator.decode_codes(ids)))
+        recons.append(generator.decode_codes(ids))
+        psnrs.append(psnr(s.image, recons[-1]))
     usage, perplexity = codebook_usage(torch.cat(codes), generator.vocab.num_image_codes)
     captions = [generator.caption(s.image) for s in samples]
     result = {
@@ -52,6 +76,7 @@ def evaluate_cm3(generator, segmenter=None, num_images: int = 100, num_generated
         "num_images": num_images,
     }
     if segmenter is not None:
+        result.update(_object_naming(segmenter, samples, recons))
         rng = np.random.default_rng(seed)
         hits = colour_hits = 0
         thing_ids = [i for i, t in enumerate(shapes.IS_THING) if t]

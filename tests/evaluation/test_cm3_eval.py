@@ -10,7 +10,13 @@ from mmmask.predictor import SegmentationResult
 
 
 class _Judge:
-    """Says every image shows a red star, filling the whole image."""
+    """Says every image shows a red star, filling the whole image; names every mask a yellow
+    hexagon (one of the five objects of the first three test scenes at 32 px)."""
+
+    def classify_masks(self, image, masks, vocab):
+        probs = np.zeros((len(masks), len(vocab)))
+        probs[:, shapes.CLASS_NAMES.index("yellow hexagon")] = 1.0
+        return probs, list(vocab.labels)
 
     def predict(self, image, task="semantic"):
         h, w = image.shape[:2]
@@ -38,6 +44,11 @@ def test_evaluate_cm3_reports_every_figure():
     prompts = [int(rng.choice(things)) for _ in range(4)]
     red_star = shapes.CLASS_NAMES.index("red star")
     assert out["text_to_image_accuracy"] == 100.0 * prompts.count(red_star) / 4
+    objects = [d["category_id"] for i in range(3)
+               for d in shapes.render_sample(4242, "test", i, 32).instances if d["mask"].any()]
+    share = 100.0 * objects.count(shapes.CLASS_NAMES.index("yellow hexagon")) / len(objects)
+    assert share > 0
+    assert out["object_naming_original"] == out["object_naming_reconstructed"] == share
     reds = sum(shapes.CLASS_NAMES[c].startswith("red ") for c in prompts)
     assert out["text_to_image_colour_accuracy"] == 100.0 * reds / 4
     assert out["num_generated"] == 4
