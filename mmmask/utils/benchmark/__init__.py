@@ -24,8 +24,8 @@ import torch
 
 from .components import (benchmark_prompts, build_sam_generator, cm3_figures, eval_figures,
                          sam_figures, text_figures)
-from .segmentation import (build_segmentor, crop_vs_pipeline, peak_memory, pipeline_figures,
-                           random_image)
+from .segmentation import (build_fused_segmentor, build_segmentor, crop_vs_pipeline,
+                           peak_memory, pipeline_figures, random_image)
 from .timing import machine_info, time_side_by_side
 
 __all__ = ["BenchmarkPlan", "QUICK", "FULL", "SECTIONS", "run_benchmark", "format_table",
@@ -160,7 +160,11 @@ def _run(quick, device, sections, plan, progress) -> dict:
                             key="pipeline_over_trunk"))
         if "crop" in sections:
             log(f"crop-and-classify vs pipeline ({plan.crop_clip}, {plan.crop_size}px)")
-            res = crop_vs_pipeline(segmentor(plan.crop_clip), plan.crop_size, repeats=r, warmup=0)
+            base = segmentor(plan.crop_clip)
+            fused = build_fused_segmentor(base, plan.crop_clip, num_queries=plan.num_masks,
+                                          device=str(dev))
+            res = crop_vs_pipeline(base, plan.crop_size, repeats=r, warmup=0, fused=fused)
+            del fused
             results["crop"] = dict(res, clip=plan.crop_clip)
             figures.append(_figure(f"crop-and-classify / mmmask pipeline, {res['num_masks']} "
                                    f"masks, {plan.crop_size}px", res["crop_over_pipeline"],

@@ -139,9 +139,10 @@ def crop_and_classify(model, image: torch.Tensor, masks: torch.Tensor, *,
 
 
 @torch.no_grad()
-def crop_vs_pipeline(model, size: int, *, repeats: int, warmup: int) -> dict:
+def crop_vs_pipeline(model, size: int, *, repeats: int, warmup: int, fused=None) -> dict:
     """mmmask's whole pipeline vs naming the same masks by crop-and-classify (masks given), and
-    vs the pipeline with :class:`MaskCrop` fused into its classifier (the shipped default)."""
+    vs ``fused``, the same model with :class:`MaskCrop` fused into its classifier (the shipped
+    default; see :func:`build_fused_segmentor`), when given."""
     device = model.device
     image = random_image(size, seed=1).to(device)
     batch = _batch(image)
@@ -151,28 +152,32 @@ def crop_vs_pipeline(model, size: int, *, repeats: int, warmup: int) -> dict:
     masks = F.interpolate(proposals.pred_masks, size=images.shape[-2:], mode="bilinear",
                           align_corners=False)[0, :, :size, :size] > 0  # [Q, H, W]
     crop_and_classify(model, image, masks[:4])  # a partial warm-up: the crops are costly
-    from mmmask.modeling.mask_crop import MaskCrop
+    fns = {"pipeline": lambda: model(batch),
+           "crop_and_classify": lambda: crop_and_classify(model, image, masks)}
+    if fused is not None:
+        fns["pipeline_with_crop_fusion"] = lambda: fused(batch)
+    t = time_side_by_side(fns, repeats=repeats, warmup=warmup, device=device)
+    out = {"size": size, "num_masks": int(masks.shape[0]),
+           "timings": {k: v.as_dict() for k, v in t.items()},
+           "crop_over_pipeline": t["crop_and_classify"].median / t["pipeline"].median}
+    if fused is not None:
+        out["fusion_over_pipeline"] = (t["pipeline_with_crop_fusion"].median
+                                       / t["pipeline"].median)
+    return out
 
+
+def build_fused_segmentor(model, clip_name: str, *, num_queries: int, device: str = "cpu",
+                          weight: float = 0.85):
+    """``model`` (from :func:`build_segmentor`) again, same weights, with MaskCrop fused into its
+    classifier at ``weight`` (0.85: the shipped Shapes-OV default) and crops of CLIP's own
+    input size."""
     side = model.backbone.clip.visual.image_size
     side = side[0] if isinstance(side, (tuple, list)) else int(side)
-    crop = MaskCrop(dense_dim=model.backbone.dense_dim, embed_dim=model.backbone.embed_dim,
-                    crop_size=side, learnable=False).to(device)
-
-    def fused():  # the shipped default: the classifier fused with MaskCrop (weight 0.85)
-        model.crop_classifier, model.crop_weight = crop, 0.85
-        try:
-            return model(batch)
-        finally:
-            model.crop_classifier, model.crop_weight = None, 0.0
-
-    t = time_side_by_side({"pipeline": lambda: model(batch),
-                           "crop_and_classify": lambda: crop_and_classify(model, image, masks),
-                           "pipeline_with_crop_fusion": fused},
-                          repeats=repeats, warmup=warmup, device=device)
-    return {"size": size, "num_masks": int(masks.shape[0]),
-            "timings": {k: v.as_dict() for k, v in t.items()},
-            "crop_over_pipeline": t["crop_and_classify"].median / t["pipeline"].median,
-            "fusion_over_pipeline": t["pipeline_with_crop_fusion"].median / t["pipeline"].median}
+    fused = build_segmentor(clip_name, num_queries=num_queries, device=device,
+                            opts=["MODEL.MASK_CROP.FUSION_WEIGHT", float(weight),
+                                  "MODEL.CLIP.IMAGE_SIZE", side])
+    fused.load_state_dict(model.state_dict())  # the fusion adds no weights
+    return fused
 
 
 def _proc_status_kb(field: str) -> int | None:
