@@ -167,6 +167,11 @@ _C.MODEL.MASK_CROP = CN()
 _C.MODEL.MASK_CROP.CONTEXT = 1.5
 _C.MODEL.MASK_CROP.BACKGROUND = 0.0
 _C.MODEL.MASK_CROP.BATCH_SIZE = 256
+# Test-time ensemble: more box sizes (each >= 1) whose crops' embeddings are averaged with
+# CONTEXT's, and FLIP to average in every crop mirrored left-right. Each costs one more CLIP
+# forward per mask.
+_C.MODEL.MASK_CROP.EXTRA_CONTEXTS = ()
+_C.MODEL.MASK_CROP.FLIP = False
 # Initial temperature of MaskCrop's cosine logits (learned when MaskCrop is trained).
 _C.MODEL.MASK_CROP.LOGIT_SCALE = 20.0
 # Inference: > 0 also names every mask with MaskCrop and fuses the two classifiers' class

@@ -5,7 +5,9 @@ and resized to CLIP's training image size (``torchvision.ops.roi_align``, one ca
 pixels outside the mask are optionally faded towards the mean pixel (``background`` = the share
 of them kept). The crops go through CLIP's own image tower, and the embeddings are compared with
 the vocabulary's text embeddings as in :mod:`.mask_pooling`. One CLIP forward per mask: slower
-than pooling, but it sees each object at the scale CLIP was trained on.
+than pooling, but it sees each object at the scale CLIP was trained on. A test-time ensemble
+averages the embeddings of crops at more box sizes (``extra_contexts``) and of their mirror
+images (``flip``), one more CLIP forward per mask for each.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class MaskCrop(nn.Module):
                  context: float = 1.5, background: float = 0.0, batch_size: int = 256,
                  logit_scale: float = 20.0, void_logit: float = 0.0, class_weight: float = 1.0,
                  consistency_weight: float = 1.0, void_weight: float = 0.1,
-                 learnable: bool = True) -> None:
+                 learnable: bool = True, extra_contexts: tuple[float, ...] = (),
+                 flip: bool = False) -> None:
         """
         Args:
             dense_dim, embed_dim: CLIP's dense channels (only checked) and embedding size.
@@ -86,6 +89,9 @@ class MaskCrop(nn.Module):
             logit_scale, void_logit, *_weight: as for :class:`MaskPooling`.
             learnable: False keeps the logit scale and void logit as fixed, unsaved buffers
                 (the inference-only fusion copy, which then adds nothing to checkpoints).
+            extra_contexts: more box sizes; each mask's embedding is the normalised mean over
+                ``context`` and these.
+            flip: also embed every crop mirrored left-right and average it in.
         """
         super().__init__()
         if crop_size < 8:
@@ -93,12 +99,18 @@ class MaskCrop(nn.Module):
                              f"{crop_size}")
         if context < 1:
             raise ValueError(f"MODEL.MASK_CROP.CONTEXT must be >= 1 (1 = tight box); got {context}")
+        extra_contexts = tuple(float(c) for c in extra_contexts)
+        if any(c < 1 for c in extra_contexts):
+            raise ValueError("MODEL.MASK_CROP.EXTRA_CONTEXTS must all be >= 1 (1 = tight box); "
+                             f"got {extra_contexts}")
         if not 0 <= background <= 1:
             raise ValueError(f"MODEL.MASK_CROP.BACKGROUND must lie in [0, 1]; got {background}")
         if logit_scale <= 0:
             raise ValueError(f"logit_scale must be > 0; got {logit_scale}")
         self.dense_dim, self.embed_dim = dense_dim, embed_dim
         self.crop_size, self.context = int(crop_size), float(context)
+        self.contexts = (self.context,) + extra_contexts
+        self.flip = bool(flip)
         self.background = float(background)
         self.batch_size = max(1, int(batch_size))
         scale, void = torch.tensor(math.log(logit_scale)), torch.tensor(float(void_logit))
@@ -116,14 +128,16 @@ class MaskCrop(nn.Module):
         return {"crop_size": cfg.MODEL.CLIP.IMAGE_SIZE, "context": mc.CONTEXT,
                 "background": mc.BACKGROUND, "batch_size": mc.BATCH_SIZE,
                 "logit_scale": mc.LOGIT_SCALE, "class_weight": ma.CLASS_WEIGHT,
-                "consistency_weight": ma.CONSISTENCY_WEIGHT, "void_weight": ma.VOID_WEIGHT}
+                "consistency_weight": ma.CONSISTENCY_WEIGHT, "void_weight": ma.VOID_WEIGHT,
+                "extra_contexts": tuple(mc.EXTRA_CONTEXTS), "flip": mc.FLIP}
 
     @property
     def logit_scale(self) -> Tensor:
         return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
-    def crops(self, images: Tensor, masks: Tensor) -> Tensor:
-        """[B, 3, H, W] normalised images, [B, Q, H', W'] masks -> [B*Q, 3, S, S] crops."""
+    def crops(self, images: Tensor, masks: Tensor, context: float | None = None) -> Tensor:
+        """[B, 3, H, W] normalised images, [B, Q, H', W'] masks -> [B*Q, 3, S, S] crops
+        (boxes of ``context`` times the mask's extent; default: ``self.context``)."""
         b, q = masks.shape[:2]
         h, w = images.shape[-2:]
         if q == 0:
@@ -131,7 +145,8 @@ class MaskCrop(nn.Module):
         full = masks.to(images.dtype)
         if tuple(full.shape[-2:]) != (h, w):
             full = F.interpolate(full, size=(h, w), mode="bilinear", align_corners=False)
-        boxes = mask_boxes(full.flatten(0, 1), self.context)  # [B*Q, 4]
+        context = self.context if context is None else float(context)
+        boxes = mask_boxes(full.flatten(0, 1), context)  # [B*Q, 4]
         index = torch.arange(b, device=images.device).repeat_interleave(q)[:, None].to(boxes)
         rois = torch.cat([index, boxes], dim=1)
         size = (self.crop_size, self.crop_size)
@@ -153,12 +168,14 @@ class MaskCrop(nn.Module):
         if images is None:
             raise ValueError("MaskCrop classifies image crops: pass images=")
         b, q = masks.shape[:2]
-        crops = self.crops(images, masks)
-        if len(crops):
-            emb = torch.cat([backbone.encode_image(c) for c in crops.split(self.batch_size)])
-        else:
-            emb = crops.new_zeros(0, self.embed_dim)
-        emb = F.normalize(emb.float(), dim=-1).reshape(b, q, self.embed_dim)
+        emb = images.new_zeros(b * q, self.embed_dim, dtype=torch.float32)
+        if b * q:
+            for context in self.contexts:
+                crops = self.crops(images, masks, context)
+                for view in (crops, crops.flip(-1)) if self.flip else (crops,):
+                    e = torch.cat([backbone.encode_image(c) for c in view.split(self.batch_size)])
+                    emb = emb + F.normalize(e.float(), dim=-1)
+        emb = F.normalize(emb, dim=-1).reshape(b, q, self.embed_dim)
         logits = cosine_logits(emb, text_emb, self.logit_scale, self.void_logit)
         return ClassifierOutput(logits=logits, embeddings=emb)
 

@@ -74,7 +74,35 @@ def test_forward_embeds_each_crop_with_clip():
     assert empty.logits.shape == (1, 0, 6)
 
 
+def test_test_time_ensemble_averages_box_sizes_and_mirror_images():
+    torch.manual_seed(0)
+    bb = CLIPBackbone(model_name="mmmask-shapes-convnext")
+    images = torch.randn(1, 3, 64, 96)
+    masks = torch.stack([_square(64, 96, 10, 30, 10, 50), _square(64, 96, 30, 60, 50, 90)])[None]
+    text = F.normalize(torch.randn(5, bb.embed_dim), dim=-1)
+    dense = bb(images)["clip_dense"]
+    kw = dict(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, crop_size=64)
+    one = MaskCrop(context=1.5, **kw)
+    both = MaskCrop(context=1.5, extra_contexts=(2.0,), flip=True, **kw)
+    views = []
+    for c in (1.5, 2.0):
+        crops = one.crops(images, masks, context=c)
+        views += [crops, crops.flip(-1)]
+    ref = sum(F.normalize(bb.clip.encode_image(v), dim=-1) for v in views)
+    out = both(dense, masks, text, bb, images=images)
+    assert torch.allclose(out.embeddings[0], F.normalize(ref, dim=-1), atol=1e-5)
+    assert not torch.allclose(out.embeddings, one(dense, masks, text, bb, images=images).embeddings,
+                              atol=1e-3)
+    assert both(dense, masks[:, :0], text, bb, images=images).logits.shape == (1, 0, 6)
+    cfg = tiny_cfg("MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.MASK_CROP.EXTRA_CONTEXTS",
+                   "(1.75, 2.0)", "MODEL.MASK_CROP.FLIP", "True")
+    clf = build_model(cfg).classifier
+    assert clf.contexts == (1.5, 1.75, 2.0) and clf.flip
+
+
 def test_bad_settings_fail_clearly():
+    with pytest.raises(ValueError, match="EXTRA_CONTEXTS"):
+        MaskCrop(dense_dim=4, embed_dim=8, extra_contexts=(2.0, 0.5))
     with pytest.raises(ValueError, match="CONTEXT"):
         MaskCrop(dense_dim=4, embed_dim=8, context=0.5)
     with pytest.raises(ValueError, match="BACKGROUND"):
