@@ -69,6 +69,57 @@ def _load_json(path: str) -> dict:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
+def _valid_categories(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(c, dict) and "id" in c and "name" in c for c in value)
+
+
+def read_coco_categories(path: str) -> list[dict]:
+    """The top-level ``categories`` list of a COCO JSON file without parsing the rest.
+
+    Registering a dataset root needs only the categories, and COCO's train annotation files are
+    hundreds of MB: the key is searched for in the raw bytes (last occurrence first, where COCO's
+    own files keep it) and only the list after it is decoded. Anything unusual (no such key, a
+    look-alike inside a string, not a list of ``{"id", "name"}`` objects) falls back to parsing
+    the whole file.
+    """
+    import mmap
+
+    key = b'"categories"'
+    decoder = json.JSONDecoder()
+    try:
+        with open(path, "rb") as f, contextlib.suppress(ValueError):  # empty file: no mmap
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                pos, tries = len(buf), 0
+                while tries < 8 and (pos := buf.rfind(key, 0, pos)) != -1:
+                    start = pos + len(key)
+                    while buf[start:start + 1] in (b" ", b"\t", b"\n", b"\r"):
+                        start += 1
+                    if buf[start:start + 1] != b":" or buf[pos - 1:pos] == b"\\":
+                        continue  # inside a string, not a key
+                    tries += 1
+                    start += 1
+                    size = 1 << 16
+                    while True:  # decode a growing window until it holds the whole value
+                        chunk = buf[start:start + size]
+                        try:
+                            text = chunk.decode("utf-8", errors="replace").lstrip()
+                            value, _ = decoder.raw_decode(text)
+                        except json.JSONDecodeError:
+                            if start + size >= len(buf):
+                                break
+                            size *= 4
+                            continue
+                        if _valid_categories(value):
+                            return value
+                        break
+    except FileNotFoundError:
+        raise FileNotFoundError(f"COCO annotation file not found: {path}") from None
+    data = _load_json(path)
+    cats = data.get("categories", []) if isinstance(data, dict) else []
+    return cats if _valid_categories(cats) else []
+
+
 def load_coco_panoptic(json_file: str, png_root: str, image_root: str
                        ) -> tuple[list[dict], dict[str, Any]]:
     """Records and metadata of a COCO panoptic split.

@@ -279,10 +279,9 @@ def register_dataset_root(root: str | os.PathLike, name_prefix: str | None = Non
 
 def _coco_metadata(kind: str, json_file: str, image_root: str, root: str,
                    split: str) -> dict[str, Any]:
-    from .coco import coco_categories_metadata
+    from .coco import coco_categories_metadata, read_coco_categories
 
-    with open(json_file, encoding="utf-8") as f:
-        cats = json.load(f).get("categories", [])
+    cats = read_coco_categories(json_file)  # the file's records are read when the split loads
     meta = coco_categories_metadata(cats, panoptic=kind == "panoptic")
     meta.update(json_file=json_file, image_root=image_root)
     if kind == "panoptic":

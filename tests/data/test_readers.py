@@ -181,3 +181,35 @@ def test_register_root_errors_and_env(tmp_path, monkeypatch):
     assert register_dataset_root("ds") == ["ds_train"]
     rec, = DatasetCatalog.get("ds_train")
     assert (rec["height"], rec["width"], rec["image_id"]) == (4, 6, "a")
+
+
+def test_coco_categories_are_read_without_parsing_the_records(tmp_path):
+    from mmmask.data.coco import read_coco_categories
+
+    cats = [{"id": 3, "name": "cat", "supercategory": "animal", "color": [1, 2, 3]},
+            {"id": 7, "name": "dog, \"big\" ]", "isthing": 1}]
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": 4, "width": 4} for i in range(5000)]
+    decoy = {"id": 0, "file_name": 'a "categories": [1] b.jpg', "height": 4, "width": 4}
+    layouts = {
+        "last.json": {"images": images, "annotations": [], "categories": cats},
+        "first.json": {"categories": cats, "images": [decoy] + images, "annotations": []},
+        "nested_decoy.json": {"categories": cats, "info": {"categories": "none"}},
+        "spaced.json": None,
+    }
+    for name, data in layouts.items():
+        path = tmp_path / name
+        if data is None:
+            path.write_text('{\n  "categories" :\n  ' + json.dumps(cats, indent=2) + "\n}")
+        else:
+            path.write_text(json.dumps(data))
+        assert read_coco_categories(str(path)) == cats, name
+    (tmp_path / "none.json").write_text(json.dumps({"images": images}))
+    assert read_coco_categories(str(tmp_path / "none.json")) == []
+    (tmp_path / "broken.json").write_text('{"images": [')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_coco_categories(str(tmp_path / "broken.json"))
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_coco_categories(str(tmp_path / "empty.json"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_coco_categories(str(tmp_path / "missing.json"))
