@@ -22,7 +22,7 @@ NO_CROP = ["MODEL.MASK_CROP.FUSION_WEIGHT", "0.0"]
 ROWS = [
     ("plain decoder + mask pooling", "configs/shapes/plain_decoder.yaml",
      "output/shapes/plain_decoder/model_final.safetensors", "pmp",
-     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling"]),
+     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling", "MODEL.TEST.LEFTOVER_REGIONS", "2"]),
     ("PMP + mask pooling", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
      ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling", "MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP),
     ("PMP + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
@@ -32,6 +32,8 @@ ROWS = [
     ("SAM + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "sam", NO_CROP),
     ("PMP + mask crops (crop-and-classify)", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
      ["MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP),
+    ("PMP + Mask-Adapter x mask crops + ensemble, no leftover regions",
+     "mmmask/weights/shapes_ovseg.yaml", "", "pmp", ["MODEL.TEST.LEFTOVER_REGIONS", "0"]),
     ("PMP + Mask-Adapter x mask crops + ensemble (shipped)", "mmmask/weights/shapes_ovseg.yaml",
      "", "pmp", []),
     ("SAM + Mask-Adapter x mask crops (shipped)", "mmmask/weights/shapes_ovseg.yaml", "", "sam",

@@ -186,6 +186,11 @@ _C.MODEL.TEST.OVERLAP_THRESHOLD = 0.8
 _C.MODEL.TEST.DETECTIONS_PER_IMAGE = 100
 # Classify only the top-N proposals by objectness (0 = all): the cost saver at 250 queries.
 _C.MODEL.TEST.MAX_MASKS_CLASSIFIED = 0
+# Up to this many extra proposals for what the generator's masks leave uncovered (connected
+# regions of 1 - max(objectness x mask) > 0.5 covering at least LEFTOVER_MIN_AREA of the image),
+# named by the classifier: a generator can learn to skip classes whose pixels training ignored.
+_C.MODEL.TEST.LEFTOVER_REGIONS = 0
+_C.MODEL.TEST.LEFTOVER_MIN_AREA = 0.01
 # FC-CLIP-style in-/out-of-vocabulary geometric ensemble of the generator's classes and CLIP's.
 _C.MODEL.ENSEMBLE = CN()
 _C.MODEL.ENSEMBLE.ENABLED = False

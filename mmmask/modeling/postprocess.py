@@ -55,6 +55,54 @@ def combine_class_probs(classifier_logits: torch.Tensor, generator_logits: torch
     return p_out, objectness
 
 
+def leftover_masks(mask_probs: torch.Tensor, objectness: torch.Tensor, max_regions: int,
+                   min_area: float = 0.01, valid: list[tuple[int, int]] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-agnostic proposals for what no mask covers: the connected regions of the leftover.
+
+    A mask generator trained on some classes can learn to leave others uncovered (e.g. stuff
+    whose pixels were ignored in training). The leftover of each image, ``1 - max_q(objectness_q
+    x mask_q)``, is split into 4-connected regions where it exceeds 0.5; the ``max_regions``
+    largest regions with at least ``min_area`` of the image become masks (the leftover inside the
+    region) for the classifier to name.
+
+    Args:
+        mask_probs: [B, Q, h, w] mask probabilities; objectness: [B, Q].
+        valid: per image, the (rows, cols) of the mask frame it covers (the rest is padding);
+            default the whole frame.
+
+    Returns:
+        ``(masks [B, K, h, w] probabilities, found [B, K] bool)`` with ``K = max_regions``;
+        slots without a region hold empty masks and ``found = False``.
+    """
+    from scipy import ndimage
+
+    b, _, h, w = mask_probs.shape
+    k = int(max_regions)
+    out = mask_probs.new_zeros(b, k, h, w)
+    found = torch.zeros(b, k, dtype=torch.bool, device=mask_probs.device)
+    if k <= 0 or b == 0:
+        return out, found
+    cover = (mask_probs * objectness[..., None, None]).amax(1) if mask_probs.shape[1] else \
+        mask_probs.new_zeros(b, h, w)
+    left = (1 - cover).clamp(0, 1)
+    for i in range(b):
+        vh, vw = valid[i] if valid is not None else (h, w)
+        region = (left[i] > 0.5).cpu().numpy()
+        region[vh:, :] = False
+        region[:, vw:] = False
+        labels, n = ndimage.label(region)
+        if n == 0:
+            continue
+        areas = ndimage.sum_labels(region, labels, index=range(1, n + 1))
+        order = [j for j in areas.argsort()[::-1] if areas[j] >= min_area * vh * vw][:k]
+        labels_t = torch.from_numpy(labels).to(mask_probs.device)
+        for slot, j in enumerate(order):
+            out[i, slot] = left[i] * (labels_t == j + 1)
+            found[i, slot] = True
+    return out, found
+
+
 def semantic_inference(probs: torch.Tensor, objectness: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Tensor[C,H,W] class scores: sum over masks of class probability x mask probability."""
     scores = probs * objectness[:, None]  # (Q, C)

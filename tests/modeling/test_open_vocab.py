@@ -69,3 +69,32 @@ def test_training_steps_lower_the_loss(stage):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_leftover_proposals_follow_the_generator_masks():
+    torch.manual_seed(0)
+    plain = build_model(tiny_cfg()).eval()
+    left = build_model(tiny_cfg("MODEL.TEST.LEFTOVER_REGIONS", "2",
+                                "MODEL.TEST.LEFTOVER_MIN_AREA", "0.0")).eval()
+    left.load_state_dict(plain.state_dict())  # no parameters of its own
+    batch = next(iter(build_test_loader(tiny_cfg(), "shapes_ov_val")))
+    images, sizes = plain._images(batch)
+    p0, o0, m0 = plain.predict_masks(images)
+    p1, o1, m1 = left.predict_masks(images, image_sizes=sizes)
+    q = m0.shape[1]
+    assert m1.shape[1] == q + 2 and p1.shape[:2] == o1.shape == (len(batch), q + 2)
+    assert torch.allclose(p1[:, :q], p0, atol=1e-5) and torch.allclose(o1[:, :q], o0)
+    assert torch.allclose(m1[:, :q], m0)
+    extra = o1[:, q:]
+    assert ((extra == 0) | (extra == 1)).all()  # found regions count fully, empty slots not
+    assert extra.sum() > 0  # an untrained generator leaves plenty uncovered
+    cover = (m0.sigmoid() * o0[..., None, None]).amax(1)
+    for i in range(len(batch)):
+        for k in range(2):
+            region = m1[i, q + k].sigmoid() > 0.5
+            assert bool(region.any()) == bool(extra[i, k])
+            assert (cover[i][region] < 0.5).all()  # only what the masks leave uncovered
+    out = left(batch)[0]
+    assert out["sem_seg"].shape[0] == 70 and "panoptic_seg" in out and "instances" in out
+    with pytest.raises(ValueError, match="LEFTOVER_REGIONS"):
+        build_model(tiny_cfg("MODEL.TEST.LEFTOVER_REGIONS", "-1"))

@@ -80,3 +80,29 @@ def test_panoptic_ranks_class_agnostic_masks_by_their_own_scores():
     ids, segs = panoptic_inference(probs, obj, _masks(), is_thing=[True] * 3, mask_scores=obj)
     assert [s["category_id"] for s in segs] == [0, 1]  # the low-quality third mask is dropped
     assert torch.allclose(torch.tensor([s["score"] for s in segs]), torch.tensor([0.95, 0.9]))
+
+
+def test_leftover_masks_are_the_uncovered_regions_largest_first():
+    from mmmask.modeling.postprocess import leftover_masks
+
+    probs = torch.zeros(2, 2, 10, 12)
+    probs[0, 0, :, 3:8] = 0.9  # a band leaves 10x3 on the left ...
+    probs[0, 1, :, 8:10] = 0.9  # ... and this one, of low objectness, hardly covers anything
+    objectness = torch.tensor([[1.0, 0.3], [1.0, 1.0]])
+    masks, found = leftover_masks(probs, objectness, max_regions=3, min_area=0.0)
+    assert masks.shape == (2, 3, 10, 12)
+    assert found.tolist() == [[True, True, False], [True, False, False]]
+    right = masks[0, 0]  # the larger region first: columns 8-11, 0.73 left over under the band
+    assert torch.allclose(right[:, 8:10], torch.full((10, 2), 0.73))
+    assert torch.allclose(right[:, 10:], torch.ones(10, 2)) and right[:, :8].sum() == 0
+    assert torch.allclose(masks[0, 1][:, :3], torch.ones(10, 3)) and masks[0, 1][:, 3:].sum() == 0
+    assert masks[0, 2].sum() == 0
+    assert torch.allclose(masks[1, 0], torch.ones(10, 12))  # nothing covered: the whole frame
+    # regions under min_area are dropped, and padding never becomes a region
+    _, found = leftover_masks(probs[:1], objectness[:1], 3, min_area=35 / 120)
+    assert found.tolist() == [[True, False, False]]
+    padded, found = leftover_masks(probs[1:], objectness[1:], 2, valid=[(6, 5)])
+    assert found.tolist() == [[True, False]] and padded[0, 0].sum() == 30
+    assert padded[0, 0][:6, :5].sum() == 30
+    none, found = leftover_masks(probs, objectness, 0)
+    assert none.shape == (2, 0, 10, 12) and found.shape == (2, 0)

@@ -21,8 +21,9 @@ from mmmask.registry import (BACKBONE_REGISTRY, MASK_CLASSIFIER_REGISTRY, MASK_G
 
 from ..clip.text import synonym_index
 from ..iou_matching import build_adapter_targets, collate_adapter_targets
-from ..postprocess import (combine_class_probs, instance_inference, max_over_synonyms,
-                           panoptic_inference, resize_masks, semantic_inference)
+from ..postprocess import (combine_class_probs, instance_inference, leftover_masks,
+                           max_over_synonyms, panoptic_inference, resize_masks,
+                           semantic_inference)
 
 __all__ = ["OpenVocabSegmentor", "default_vocabulary"]
 
@@ -56,6 +57,7 @@ class OpenVocabSegmentor(nn.Module):
                  detections_per_image: int = 100, max_masks_classified: int = 0,
                  ensemble: bool = False, alpha: float = 0.4, beta: float = 0.8,
                  crop_classifier: nn.Module | None = None, crop_weight: float = 0.0,
+                 leftover_regions: int = 0, leftover_min_area: float = 0.01,
                  tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
                  size_divisibility: int = 32):
         super().__init__()
@@ -79,6 +81,10 @@ class OpenVocabSegmentor(nn.Module):
         # Inference-only second opinion (MaskCrop) fused with the classifier's distribution.
         self.crop_classifier = crop_classifier if crop_weight > 0 else None
         self.crop_weight = float(crop_weight)
+        if leftover_regions < 0 or not 0 <= leftover_min_area <= 1:
+            raise ValueError("MODEL.TEST.LEFTOVER_REGIONS must be >= 0 and LEFTOVER_MIN_AREA in "
+                             f"[0, 1]; got {leftover_regions}, {leftover_min_area}")
+        self.leftover_regions, self.leftover_min_area = int(leftover_regions), leftover_min_area
         self.tasks = tuple(tasks)
         self.size_divisibility = size_divisibility
         # The dataset's vocabulary (the inference default) and the training vocabulary: only the
@@ -133,6 +139,7 @@ class OpenVocabSegmentor(nn.Module):
             "ensemble": cfg.MODEL.ENSEMBLE.ENABLED, "alpha": cfg.MODEL.ENSEMBLE.ALPHA,
             "beta": cfg.MODEL.ENSEMBLE.BETA,
             "crop_classifier": crop, "crop_weight": crop_weight,
+            "leftover_regions": t.LEFTOVER_REGIONS, "leftover_min_area": t.LEFTOVER_MIN_AREA,
         }
 
     # -- vocabulary --------------------------------------------------------------------------
@@ -245,12 +252,16 @@ class OpenVocabSegmentor(nn.Module):
     # -- inference ---------------------------------------------------------------------------
     @torch.no_grad()
     def predict_masks(self, images: torch.Tensor, external_masks: torch.Tensor | None = None,
-                      external_scores: torch.Tensor | None = None):
+                      external_scores: torch.Tensor | None = None,
+                      image_sizes: list[tuple[int, int]] | None = None):
         """Class probabilities, objectness and mask logits for a padded batch.
 
         ``external_masks`` (Tensor[B,Q,h,w] probabilities, e.g. from SAM) replace the generator's
         masks; they are named by the classifier alone, and ``external_scores`` (Tensor[B,Q] in
-        [0, 1], e.g. SAM's predicted IoU) become their objectness. Returns ``(probs [B,Q,C],
+        [0, 1], e.g. SAM's predicted IoU) become their objectness. With ``leftover_regions`` the
+        generator's masks are followed by that many leftover proposals (:func:`leftover_masks`,
+        named by the classifier alone, objectness 1; empty slots 0); ``image_sizes`` (the
+        unpadded size of each image) keeps them out of the padding. Returns ``(probs [B,Q,C],
         objectness [B,Q], mask_logits [B,Q,h,w])``.
         """
         feats = self.backbone(images)
@@ -272,6 +283,20 @@ class OpenVocabSegmentor(nn.Module):
                 -1, -1, *mask_logits.shape[-2:]))
             gen_logits = torch.gather(gen_logits, 1, keep[..., None].expand(-1, -1, gen_logits.shape[-1]))
         mask_probs = mask_logits.sigmoid()
+        found = None
+        if gen_logits is not None and self.leftover_regions > 0:
+            valid = None
+            if image_sizes is not None:
+                scale = mask_probs.shape[-2] / images.shape[-2]
+                valid = [(max(1, round(h * scale)), max(1, round(w * scale)))
+                         for h, w in image_sizes]
+            objectness_q = 1 - gen_logits.softmax(-1)[..., -1]
+            left, found = leftover_masks(mask_probs, objectness_q, self.leftover_regions,
+                                         self.leftover_min_area, valid)
+            mask_probs = torch.cat([mask_probs, left], dim=1)
+            left_logits = torch.log(left.clamp(1e-4, 1 - 1e-4)) - torch.log1p(
+                -left.clamp(1e-4, 1 - 1e-4))
+            mask_logits = torch.cat([mask_logits, left_logits.to(mask_logits)], dim=1)
         cls = self._classify(feats, mask_probs, text, images)
         cls_logits = self._aggregate(cls.logits)
         if self.crop_classifier is not None:  # geometric fusion with the crops' distribution
@@ -280,8 +305,16 @@ class OpenVocabSegmentor(nn.Module):
             w = self.crop_weight
             cls_logits = ((1 - w) * cls_logits.float().log_softmax(-1)
                           + w * self._aggregate(crop.logits).float().log_softmax(-1))
-        probs, objectness = combine_class_probs(cls_logits, gen_logits, self._seen, self.ensemble,
-                                                self.alpha, self.beta)
+        if found is None:
+            probs, objectness = combine_class_probs(cls_logits, gen_logits, self._seen,
+                                                    self.ensemble, self.alpha, self.beta)
+        else:  # the leftover proposals have no generator scores: the classifier names them
+            q = gen_logits.shape[1]
+            probs, objectness = combine_class_probs(cls_logits[:, :q], gen_logits, self._seen,
+                                                    self.ensemble, self.alpha, self.beta)
+            left_probs, _ = combine_class_probs(cls_logits[:, q:], None)
+            probs = torch.cat([probs, left_probs], dim=1)
+            objectness = torch.cat([objectness, found.to(objectness)], dim=1)
         if external_masks is not None and external_scores is not None:
             if external_scores.shape != objectness.shape:
                 raise ValueError(f"external_scores {tuple(external_scores.shape)} must be B x Q = "
@@ -326,7 +359,8 @@ class OpenVocabSegmentor(nn.Module):
         if self.training:
             return self._training_losses(batch)
         images, sizes = self._images(batch)
-        probs, objectness, mask_logits = self.predict_masks(images, external_masks, external_scores)
+        probs, objectness, mask_logits = self.predict_masks(images, external_masks, external_scores,
+                                                            image_sizes=sizes)
         ranked = external_scores is not None
         outputs = []
         for i, item in enumerate(batch):
