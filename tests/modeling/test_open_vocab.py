@@ -98,3 +98,24 @@ def test_leftover_proposals_follow_the_generator_masks():
     assert out["sem_seg"].shape[0] == 70 and "panoptic_seg" in out and "instances" in out
     with pytest.raises(ValueError, match="LEFTOVER_REGIONS"):
         build_model(tiny_cfg("MODEL.TEST.LEFTOVER_REGIONS", "-1"))
+
+
+def test_leftover_proposals_follow_external_masks_with_scores():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("MODEL.TEST.LEFTOVER_REGIONS", "1")).eval()
+    batch = next(iter(build_test_loader(tiny_cfg(), "shapes_ov_val")))[:1]
+    images, sizes = model._images(batch)
+    h, w = images.shape[-2:]
+    masks = torch.zeros(1, 2, h, w)
+    masks[0, 0, : h // 2] = 1.0  # the top half is covered; the bottom half is left over
+    masks[0, 1, :, : w // 4] = 1.0
+    scores = torch.tensor([[0.9, 0.2]])  # ... and so is the low-scored left strip
+    probs, objectness, logits = model.predict_masks(images, masks, scores, image_sizes=sizes)
+    assert probs.shape[1] == 3 and torch.allclose(objectness, torch.tensor([[0.9, 0.2, 1.0]]))
+    region = logits[0, 2].sigmoid() > 0.5
+    assert region[h // 2:].all() and not region[: h // 2].any()
+    # without scores (masks named as given) nothing is added
+    probs, _, _ = model.predict_masks(images, masks)
+    assert probs.shape[1] == 2
+    with pytest.raises(ValueError, match="B x Q"):
+        model.predict_masks(images, masks, scores[:, :1])

@@ -259,9 +259,10 @@ class OpenVocabSegmentor(nn.Module):
         ``external_masks`` (Tensor[B,Q,h,w] probabilities, e.g. from SAM) replace the generator's
         masks; they are named by the classifier alone, and ``external_scores`` (Tensor[B,Q] in
         [0, 1], e.g. SAM's predicted IoU) become their objectness. With ``leftover_regions`` the
-        generator's masks are followed by that many leftover proposals (:func:`leftover_masks`,
-        named by the classifier alone, objectness 1; empty slots 0); ``image_sizes`` (the
-        unpadded size of each image) keeps them out of the padding. Returns ``(probs [B,Q,C],
+        masks (the generator's, or external ones with scores) are followed by that many leftover
+        proposals (:func:`leftover_masks`, named by the classifier alone, objectness 1; empty
+        slots 0); ``image_sizes`` (the unpadded size of each image) keeps them out of the
+        padding. Returns ``(probs [B,Q,C],
         objectness [B,Q], mask_logits [B,Q,h,w])``.
         """
         feats = self.backbone(images)
@@ -282,20 +283,27 @@ class OpenVocabSegmentor(nn.Module):
             mask_logits = torch.gather(mask_logits, 1, keep[..., None, None].expand(
                 -1, -1, *mask_logits.shape[-2:]))
             gen_logits = torch.gather(gen_logits, 1, keep[..., None].expand(-1, -1, gen_logits.shape[-1]))
+        if external_masks is None:
+            external_scores = None  # scores belong to external masks only
+        if external_scores is not None and external_scores.shape != mask_logits.shape[:2]:
+            raise ValueError(f"external_scores {tuple(external_scores.shape)} must be B x Q = "
+                             f"{tuple(mask_logits.shape[:2])}")
+        q = mask_logits.shape[1]
         mask_probs = mask_logits.sigmoid()
         found = None
-        if gen_logits is not None and self.leftover_regions > 0:
+        mask_objectness = (1 - gen_logits.softmax(-1)[..., -1] if gen_logits is not None
+                           else external_scores)
+        if mask_objectness is not None and self.leftover_regions > 0:
             valid = None
             if image_sizes is not None:
                 scale = mask_probs.shape[-2] / images.shape[-2]
                 valid = [(max(1, round(h * scale)), max(1, round(w * scale)))
                          for h, w in image_sizes]
-            objectness_q = 1 - gen_logits.softmax(-1)[..., -1]
-            left, found = leftover_masks(mask_probs, objectness_q, self.leftover_regions,
-                                         self.leftover_min_area, valid)
+            left, found = leftover_masks(mask_probs, mask_objectness.to(mask_probs),
+                                         self.leftover_regions, self.leftover_min_area, valid)
             mask_probs = torch.cat([mask_probs, left], dim=1)
-            left_logits = torch.log(left.clamp(1e-4, 1 - 1e-4)) - torch.log1p(
-                -left.clamp(1e-4, 1 - 1e-4))
+            left = left.clamp(1e-4, 1 - 1e-4)
+            left_logits = torch.log(left) - torch.log1p(-left)
             mask_logits = torch.cat([mask_logits, left_logits.to(mask_logits)], dim=1)
         cls = self._classify(feats, mask_probs, text, images)
         cls_logits = self._aggregate(cls.logits)
@@ -305,21 +313,16 @@ class OpenVocabSegmentor(nn.Module):
             w = self.crop_weight
             cls_logits = ((1 - w) * cls_logits.float().log_softmax(-1)
                           + w * self._aggregate(crop.logits).float().log_softmax(-1))
-        if found is None:
-            probs, objectness = combine_class_probs(cls_logits, gen_logits, self._seen,
-                                                    self.ensemble, self.alpha, self.beta)
-        else:  # the leftover proposals have no generator scores: the classifier names them
-            q = gen_logits.shape[1]
-            probs, objectness = combine_class_probs(cls_logits[:, :q], gen_logits, self._seen,
-                                                    self.ensemble, self.alpha, self.beta)
-            left_probs, _ = combine_class_probs(cls_logits[:, q:], None)
-            probs = torch.cat([probs, left_probs], dim=1)
-            objectness = torch.cat([objectness, found.to(objectness)], dim=1)
-        if external_masks is not None and external_scores is not None:
-            if external_scores.shape != objectness.shape:
-                raise ValueError(f"external_scores {tuple(external_scores.shape)} must be B x Q = "
-                                 f"{tuple(objectness.shape)}")
+        # The masks' own scores (generator or external) decide their objectness; the leftover
+        # proposals have none: the classifier alone names them, with objectness 1.
+        probs, objectness = combine_class_probs(cls_logits[:, :q], gen_logits, self._seen,
+                                                self.ensemble, self.alpha, self.beta)
+        if external_scores is not None:
             objectness = external_scores.to(objectness).clamp(0, 1)
+        if found is not None:
+            left_probs, _ = combine_class_probs(cls_logits[:, q:], None)
+            probs = torch.cat([probs, left_probs.to(probs)], dim=1)
+            objectness = torch.cat([objectness, found.to(objectness)], dim=1)
         return probs, objectness, mask_logits
 
     def postprocess(self, probs, objectness, mask_logits, image_size, padded_size, out_size,
