@@ -34,8 +34,8 @@ ROWS = [
      ["MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP),
     ("PMP + Mask-Adapter x mask crops + ensemble, no leftover regions",
      "mmmask/weights/shapes_ovseg.yaml", "", "pmp", ["MODEL.TEST.LEFTOVER_REGIONS", "0"]),
-    ("PMP + Mask-Adapter x mask crops + ensemble (shipped)", "mmmask/weights/shapes_ovseg.yaml",
-     "", "pmp", []),
+    ("PMP + Mask-Adapter x mask crops + ensemble + leftover regions (shipped)",
+     "mmmask/weights/shapes_ovseg.yaml", "", "pmp", []),
     ("SAM + Mask-Adapter x mask crops (shipped)", "mmmask/weights/shapes_ovseg.yaml", "", "sam",
      []),
 ]
