@@ -138,25 +138,32 @@ class MaskCrop(nn.Module):
     def crops(self, images: Tensor, masks: Tensor, context: float | None = None) -> Tensor:
         """[B, 3, H, W] normalised images, [B, Q, H', W'] masks -> [B*Q, 3, S, S] crops
         (boxes of ``context`` times the mask's extent; default: ``self.context``)."""
-        b, q = masks.shape[:2]
-        h, w = images.shape[-2:]
-        if q == 0:
+        if masks.shape[1] == 0:
             return images.new_zeros(0, 3, self.crop_size, self.crop_size)
+        return self._crops(images, self._image_frame(images, masks), context)
+
+    @staticmethod
+    def _image_frame(images: Tensor, masks: Tensor) -> Tensor:
+        """Masks resized to the images' frame, flattened to [B*Q, 1, H, W]."""
         full = masks.to(images.dtype)
-        if tuple(full.shape[-2:]) != (h, w):
-            full = F.interpolate(full, size=(h, w), mode="bilinear", align_corners=False)
+        if tuple(full.shape[-2:]) != tuple(images.shape[-2:]):
+            full = F.interpolate(full, size=images.shape[-2:], mode="bilinear",
+                                 align_corners=False)
+        return full.flatten(0, 1)[:, None]
+
+    def _crops(self, images: Tensor, flat: Tensor, context: float | None) -> Tensor:
+        """Crops of ``flat`` masks ([B*Q, 1, H, W], image frame, grouped by image)."""
+        n, b = len(flat), images.shape[0]
         context = self.context if context is None else float(context)
-        boxes = mask_boxes(full.flatten(0, 1), context)  # [B*Q, 4]
-        index = torch.arange(b, device=images.device).repeat_interleave(q)[:, None].to(boxes)
-        rois = torch.cat([index, boxes], dim=1)
+        boxes = mask_boxes(flat[:, 0], context)  # [B*Q, 4]
+        index = torch.arange(b, device=images.device).repeat_interleave(n // b)[:, None].to(boxes)
         size = (self.crop_size, self.crop_size)
-        out = roi_align(images, rois, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        out = roi_align(images, torch.cat([index, boxes], dim=1), size, spatial_scale=1.0,
+                        sampling_ratio=2, aligned=True)
         if self.background < 1:
-            flat = full.flatten(0, 1)[:, None]  # [B*Q, 1, H, W]
-            rois_m = torch.cat([torch.arange(len(flat), device=images.device)[:, None].to(boxes),
-                                boxes], dim=1)
-            m = roi_align(flat, rois_m, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-            m = m.clamp(0, 1)
+            own = torch.arange(n, device=images.device)[:, None].to(boxes)
+            m = roi_align(flat, torch.cat([own, boxes], dim=1), size, spatial_scale=1.0,
+                          sampling_ratio=2, aligned=True).clamp(0, 1)
             out = out * (m + (1 - m) * self.background)  # normalised 0 = the mean pixel
         return out
 
@@ -170,8 +177,9 @@ class MaskCrop(nn.Module):
         b, q = masks.shape[:2]
         emb = images.new_zeros(b * q, self.embed_dim, dtype=torch.float32)
         if b * q:
+            flat = self._image_frame(images, masks)  # resized once for every box size
             for context in self.contexts:
-                crops = self.crops(images, masks, context)
+                crops = self._crops(images, flat, context)
                 for view in (crops, crops.flip(-1)) if self.flip else (crops,):
                     e = torch.cat([backbone.encode_image(c) for c in view.split(self.batch_size)])
                     emb = emb + F.normalize(e.float(), dim=-1)

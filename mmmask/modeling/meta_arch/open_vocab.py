@@ -273,8 +273,7 @@ class OpenVocabSegmentor(nn.Module):
             mask_logits = proposals.pred_masks
             gen_logits = self._aggregate(proposals.pred_logits)
         else:
-            probs = external_masks.clamp(1e-4, 1 - 1e-4)
-            mask_logits = torch.log(probs) - torch.log1p(-probs)
+            mask_logits = torch.logit(external_masks, eps=1e-4)
         b, q = mask_logits.shape[:2]
         keep = torch.arange(q, device=mask_logits.device).expand(b, q)
         if gen_logits is not None and 0 < self.max_masks_classified < q:
@@ -302,9 +301,8 @@ class OpenVocabSegmentor(nn.Module):
             left, found = leftover_masks(mask_probs, mask_objectness.to(mask_probs),
                                          self.leftover_regions, self.leftover_min_area, valid)
             mask_probs = torch.cat([mask_probs, left], dim=1)
-            left = left.clamp(1e-4, 1 - 1e-4)
-            left_logits = torch.log(left) - torch.log1p(-left)
-            mask_logits = torch.cat([mask_logits, left_logits.to(mask_logits)], dim=1)
+            mask_logits = torch.cat([mask_logits, torch.logit(left, eps=1e-4).to(mask_logits)],
+                                    dim=1)
         cls = self._classify(feats, mask_probs, text, images)
         cls_logits = self._aggregate(cls.logits)
         if self.crop_classifier is not None:  # geometric fusion with the crops' distribution
