@@ -177,6 +177,13 @@ _C.MODEL.MASK_CROP.LOGIT_SCALE = 20.0
 # Inference: > 0 also names every mask with MaskCrop and fuses the two classifiers' class
 # distributions geometrically, p ~ p_classifier^(1-w) * p_crop^w (w = FUSION_WEIGHT; 0 = off).
 _C.MODEL.MASK_CROP.FUSION_WEIGHT = 0.0
+# Crops go through MaskCrop's own copy of CLIP's image tower (initialised from the backbone's,
+# saved with the model) instead of the frozen backbone; the text side stays CLIP's. TRAIN trains
+# that copy (with the logit scale and void logit) on the classifier's training masks, as a
+# mask-adapted CLIP: ground-truth masks of the seen classes, plus predicted masks with
+# MODEL.MASK_ADAPTER.TRAIN_MASKS "mixed" (unmatched ones as void).
+_C.MODEL.MASK_CROP.OWN_TOWER = False
+_C.MODEL.MASK_CROP.TRAIN = False
 
 # ---- Inference ------------------------------------------------------------------------------
 _C.MODEL.TEST = CN()

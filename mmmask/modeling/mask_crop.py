@@ -8,6 +8,11 @@ the vocabulary's text embeddings as in :mod:`.mask_pooling`. One CLIP forward pe
 than pooling, but it sees each object at the scale CLIP was trained on. A test-time ensemble
 averages the embeddings of crops at more box sizes (``extra_contexts``) and of their mirror
 images (``flip``), one more CLIP forward per mask for each.
+
+With ``tower`` (a copy of CLIP's image tower, ``MODEL.MASK_CROP.OWN_TOWER``) the crops go through
+that copy, which can be trained on masked crops of the seen classes against CLIP's frozen text
+embeddings (a mask-adapted CLIP, ``MODEL.MASK_CROP.TRAIN``), while the backbone stays frozen for
+the dense classifiers and the mask generator.
 """
 
 from __future__ import annotations
@@ -66,8 +71,8 @@ def mask_boxes(masks: Tensor, context: float, threshold: float = 0.5) -> Tensor:
 class MaskCrop(nn.Module):
     """Baseline classifier: crop each mask's box from the image and encode it with CLIP.
 
-    Its only parameters are the logit scale and the void logit. Needs the images: the
-    meta-architecture passes them when ``needs_images`` is True.
+    Its parameters are the logit scale, the void logit and, with ``tower``, its own image
+    tower. Needs the images: the meta-architecture passes them when ``needs_images`` is True.
     """
 
     needs_images = True
@@ -78,7 +83,7 @@ class MaskCrop(nn.Module):
                  logit_scale: float = 20.0, void_logit: float = 0.0, class_weight: float = 1.0,
                  consistency_weight: float = 1.0, void_weight: float = 0.1,
                  learnable: bool = True, extra_contexts: tuple[float, ...] = (),
-                 flip: bool = False) -> None:
+                 flip: bool = False, tower: nn.Module | None = None) -> None:
         """
         Args:
             dense_dim, embed_dim: CLIP's dense channels (only checked) and embedding size.
@@ -92,6 +97,8 @@ class MaskCrop(nn.Module):
             extra_contexts: more box sizes; each mask's embedding is the normalised mean over
                 ``context`` and these.
             flip: also embed every crop mirrored left-right and average it in.
+            tower: an image encoder (normalised Tensor[N,3,S,S] -> Tensor[N,embed_dim]) used
+                instead of ``backbone.encode_image``, e.g. a trainable copy of CLIP's.
         """
         super().__init__()
         if crop_size < 8:
@@ -121,6 +128,7 @@ class MaskCrop(nn.Module):
             self.register_buffer("void_logit", void, persistent=False)
         self.class_weight, self.consistency_weight = class_weight, consistency_weight
         self.void_weight = void_weight
+        self.tower = tower
 
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:
@@ -171,6 +179,7 @@ class MaskCrop(nn.Module):
                 images: Tensor | None = None) -> ClassifierOutput:
         """Name every mask from its crop of ``images`` ([B, 3, H, W], CLIP-normalised, the
         frame the masks cover); ``dense`` is only checked. See :class:`MaskPooling`."""
+        encode = backbone.encode_image if self.tower is None else self.tower
         check_classifier_inputs(dense, masks, text_emb, self.dense_dim)
         if images is None:
             raise ValueError("MaskCrop classifies image crops: pass images=")
@@ -181,7 +190,7 @@ class MaskCrop(nn.Module):
             for context in self.contexts:
                 crops = self._crops(images, flat, context)
                 for view in (crops, crops.flip(-1)) if self.flip else (crops,):
-                    e = torch.cat([backbone.encode_image(c) for c in view.split(self.batch_size)])
+                    e = torch.cat([encode(c) for c in view.split(self.batch_size)])
                     emb = emb + F.normalize(e.float(), dim=-1)
         emb = F.normalize(emb, dim=-1).reshape(b, q, self.embed_dim)
         logits = cosine_logits(emb, text_emb, self.logit_scale, self.void_logit)

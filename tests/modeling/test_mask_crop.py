@@ -134,3 +134,62 @@ def test_segmentor_with_crops_alone_and_fused():
     assert not list(fused.crop_classifier.parameters())
     out = fused(batch)[0]
     assert out["sem_seg"].shape[0] == 70
+
+
+def test_own_tower_replaces_the_backbone_image_tower():
+    torch.manual_seed(0)
+    bb = CLIPBackbone(model_name="mmmask-shapes-convnext")
+    tower = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(3, bb.embed_dim))
+    clf = MaskCrop(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, crop_size=64, tower=tower)
+    images = torch.randn(1, 3, 64, 64)
+    masks = torch.stack([_square(64, 64, 10, 30, 10, 50), _square(64, 64, 30, 60, 20, 60)])[None]
+    text = F.normalize(torch.randn(5, bb.embed_dim), dim=-1)
+    out = clf(bb(images)["clip_dense"], masks, text, bb, images=images)
+    ref = F.normalize(tower(clf.crops(images, masks)), dim=-1)
+    assert torch.allclose(out.embeddings[0], ref, atol=1e-5)
+    assert {n.split(".")[0] for n, _ in clf.named_parameters()} >= {"tower"}
+
+
+def test_training_the_crop_tower_moves_only_the_tower():
+    cfg = tiny_cfg("MODEL.TRAIN_GENERATOR", "False", "MODEL.MASK_CROP.FUSION_WEIGHT", "0.5",
+                   "MODEL.MASK_CROP.OWN_TOWER", "True", "MODEL.MASK_CROP.TRAIN", "True",
+                   "MODEL.MASK_ADAPTER.TRAIN_MASKS", "mixed")
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    tower = model.crop_classifier.tower
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    # the copy starts as the backbone's image tower
+    for (n, p), q in zip(tower.named_parameters(), model.backbone.clip.visual.parameters()):
+        assert torch.equal(p, q), n
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("crop_classifier.") for n in trainable)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    from mmmask.data.loader import build_train_loader
+
+    batch = next(iter(build_train_loader(cfg)))
+    losses = []
+    for _ in range(8):
+        loss_dict = model(batch)
+        assert set(loss_dict) == {"loss_crop_ce", "loss_consistency"}
+        loss = sum(loss_dict.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, start[k])}
+    assert moved and all(k.startswith("crop_classifier.") for k in moved)
+    # the trained copy is part of the checkpoint and names masks at inference
+    assert any(k.startswith("crop_classifier.tower.") for k in model.state_dict())
+    out = model.eval()(next(iter(build_test_loader(cfg, "shapes_ov_val"))))[0]
+    assert out["sem_seg"].shape[0] == 70
+
+
+def test_crop_training_needs_the_own_tower():
+    with pytest.raises(ValueError, match="OWN_TOWER"):
+        build_model(tiny_cfg("MODEL.MASK_CROP.FUSION_WEIGHT", "0.5", "MODEL.MASK_CROP.TRAIN",
+                             "True"))
+    with pytest.raises(ValueError, match="FUSION_WEIGHT"):
+        build_model(tiny_cfg("MODEL.MASK_CROP.OWN_TOWER", "True", "MODEL.MASK_CROP.TRAIN",
+                             "True"))

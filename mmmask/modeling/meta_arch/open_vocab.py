@@ -8,6 +8,7 @@ results for any vocabulary.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import torch
@@ -57,6 +58,7 @@ class OpenVocabSegmentor(nn.Module):
                  detections_per_image: int = 100, max_masks_classified: int = 0,
                  ensemble: bool = False, alpha: float = 0.4, beta: float = 0.8,
                  crop_classifier: nn.Module | None = None, crop_weight: float = 0.0,
+                 train_crop: bool = False,
                  leftover_regions: int = 0, leftover_min_area: float = 0.01,
                  tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
                  size_divisibility: int = 32):
@@ -81,6 +83,12 @@ class OpenVocabSegmentor(nn.Module):
         # Inference-only second opinion (MaskCrop) fused with the classifier's distribution.
         self.crop_classifier = crop_classifier if crop_weight > 0 else None
         self.crop_weight = float(crop_weight)
+        if train_crop and getattr(self.crop_classifier, "tower", None) is None:
+            raise ValueError("MODEL.MASK_CROP.TRAIN trains the fused crop classifier's own image "
+                             "tower: set MODEL.MASK_CROP.FUSION_WEIGHT > 0 and "
+                             "MODEL.MASK_CROP.OWN_TOWER True (a MaskCrop main classifier is "
+                             "trained by MODEL.TRAIN_CLASSIFIER)")
+        self.train_crop = bool(train_crop)
         if leftover_regions < 0 or not 0 <= leftover_min_area <= 1:
             raise ValueError("MODEL.TEST.LEFTOVER_REGIONS must be >= 0 and LEFTOVER_MIN_AREA in "
                              f"[0, 1]; got {leftover_regions}, {leftover_min_area}")
@@ -99,8 +107,9 @@ class OpenVocabSegmentor(nn.Module):
         class_map[keep] = torch.arange(len(keep))
         self.register_buffer("_train_class_map", class_map, persistent=False)
         self.set_vocabulary(vocabulary, is_thing)
-        for module, on in ((mask_generator, train_generator), (classifier, train_classifier)):
-            for p in module.parameters():
+        for module, on in ((mask_generator, train_generator), (classifier, train_classifier),
+                           (self.crop_classifier, self.train_crop)):
+            for p in module.parameters() if module is not None else ():
                 p.requires_grad_(on)
 
     @classmethod
@@ -108,16 +117,24 @@ class OpenVocabSegmentor(nn.Module):
         backbone = BACKBONE_REGISTRY.get("CLIPBackbone")(cfg)
         generator = MASK_GENERATOR_REGISTRY.get(cfg.MODEL.MASK_GENERATOR.NAME)(
             cfg, input_shape=backbone.output_shape(), embed_dim=backbone.embed_dim)
+        own_tower = bool(cfg.MODEL.MASK_CROP.OWN_TOWER)
+
+        def tower():  # MaskCrop's own copy of CLIP's image tower
+            return copy.deepcopy(backbone.clip.visual) if own_tower else None
+
+        extra = {"tower": tower()} if cfg.MODEL.MASK_CLASSIFIER.NAME == "MaskCrop" else {}
         classifier = MASK_CLASSIFIER_REGISTRY.get(cfg.MODEL.MASK_CLASSIFIER.NAME)(
-            cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim)
+            cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim, **extra)
         crop_weight = float(cfg.MODEL.MASK_CROP.FUSION_WEIGHT)
         crop = None
         if crop_weight > 0:
             if cfg.MODEL.MASK_CLASSIFIER.NAME == "MaskCrop":
                 raise ValueError("MODEL.MASK_CROP.FUSION_WEIGHT fuses MaskCrop into another "
                                  "classifier; the classifier is MaskCrop already")
+            # Without its own tower the fusion copy has nothing to save: fixed logit scale.
             crop = MASK_CLASSIFIER_REGISTRY.get("MaskCrop")(
-                cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim, learnable=False)
+                cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim,
+                learnable=own_tower, tower=tower())
         from mmmask.data.builtin import register_builtin
 
         register_builtin(cfg)  # Shapes-OV sizes and DATASETS.ROOTS
@@ -139,6 +156,7 @@ class OpenVocabSegmentor(nn.Module):
             "ensemble": cfg.MODEL.ENSEMBLE.ENABLED, "alpha": cfg.MODEL.ENSEMBLE.ALPHA,
             "beta": cfg.MODEL.ENSEMBLE.BETA,
             "crop_classifier": crop, "crop_weight": crop_weight,
+            "train_crop": cfg.MODEL.MASK_CROP.TRAIN,
             "leftover_regions": t.LEFTOVER_REGIONS, "leftover_min_area": t.LEFTOVER_MIN_AREA,
         }
 
@@ -211,7 +229,7 @@ class OpenVocabSegmentor(nn.Module):
         if self.train_generator:
             proposals = self._aggregated(self.mask_generator(feats, text))
             losses.update(self.mask_generator.losses(proposals, targets))
-        if self.train_classifier:
+        if self.train_classifier or self.train_crop:
             pred = None
             if self.adapter_masks == "mixed":
                 if proposals is None:
@@ -231,11 +249,18 @@ class OpenVocabSegmentor(nn.Module):
                     self.adapter_iou_threshold, mode=self.adapter_masks,
                     num_pred=self.adapter_num_pred, unmatched_label=len(self.vocabulary)))
             masks, classes, groups = collate_adapter_targets(per_image)
-            out = self._classify(feats, masks, text, images)
-            out = dataclasses.replace(out, logits=self._aggregate(out.logits))
-            losses.update(self.classifier.losses(out, classes, groups))
+            if self.train_classifier:
+                out = self._classify(feats, masks, text, images)
+                out = dataclasses.replace(out, logits=self._aggregate(out.logits))
+                losses.update(self.classifier.losses(out, classes, groups))
+            if self.train_crop:
+                out = self.crop_classifier(feats["clip_dense"], masks, text, self.backbone,
+                                           images=images)
+                out = dataclasses.replace(out, logits=self._aggregate(out.logits))
+                losses.update(self.crop_classifier.losses(out, classes, groups))
         if not losses:
-            raise RuntimeError("Nothing to train: MODEL.TRAIN_GENERATOR and TRAIN_CLASSIFIER are off")
+            raise RuntimeError("Nothing to train: MODEL.TRAIN_GENERATOR, TRAIN_CLASSIFIER and "
+                               "MASK_CROP.TRAIN are off")
         return losses
 
     def _classify(self, feats: dict, masks: torch.Tensor, text: torch.Tensor, images: torch.Tensor):
