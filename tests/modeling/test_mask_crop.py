@@ -193,3 +193,23 @@ def test_crop_training_needs_the_own_tower():
     with pytest.raises(ValueError, match="FUSION_WEIGHT"):
         build_model(tiny_cfg("MODEL.MASK_CROP.OWN_TOWER", "True", "MODEL.MASK_CROP.TRAIN",
                              "True"))
+
+
+def test_a_tower_missing_from_loaded_weights_restarts_from_the_loaded_backbone():
+    torch.manual_seed(0)
+    cfg = tiny_cfg("MODEL.MASK_CROP.FUSION_WEIGHT", "0.5", "MODEL.MASK_CROP.OWN_TOWER", "True")
+    earlier = build_model(tiny_cfg())  # an earlier stage: no tower in its weights
+    model = build_model(cfg)
+    state = earlier.state_dict()
+    missing, _ = model.load_state_dict(state, strict=False)
+    assert any(k.startswith("crop_classifier.tower.") for k in missing)
+    for (n, p), q in zip(model.crop_classifier.tower.named_parameters(),
+                         earlier.backbone.clip.visual.parameters()):
+        assert torch.equal(p, q), n
+    # weights that carry a trained tower keep it
+    trained = {k: v + 1 if k.startswith("crop_classifier.tower.") and v.is_floating_point() else v
+               for k, v in model.state_dict().items()}
+    model.load_state_dict(trained)
+    p = next(model.crop_classifier.tower.parameters())
+    q = next(model.backbone.clip.visual.parameters())
+    assert torch.allclose(p, q + 1)

@@ -40,6 +40,22 @@ def default_vocabulary(dataset_name: str, seen_only: bool = False) -> tuple[Voca
     return vocab, is_thing
 
 
+def _crop_towers_follow_backbone(model: nn.Module, incompatible) -> None:
+    """Load hook: a MaskCrop image tower absent from the loaded weights (e.g. a checkpoint of an
+    earlier stage) restarts as a copy of the backbone's image tower as just loaded, rather than
+    keeping whatever the backbone held when the model was built."""
+    missing = set(incompatible.missing_keys)
+    for prefix, clf in (("classifier.", model.classifier),
+                        ("crop_classifier.", model.crop_classifier)):
+        tower = getattr(clf, "tower", None)
+        if tower is None:
+            continue
+        names = [f"{prefix}tower.{n}" for n in tower.state_dict()]
+        if names and all(n in missing for n in names):
+            with torch.no_grad():
+                tower.load_state_dict(model.backbone.clip.visual.state_dict())
+
+
 @META_ARCH_REGISTRY.register()
 class OpenVocabSegmentor(nn.Module):
     """Open-vocabulary segmentation model.
@@ -89,6 +105,7 @@ class OpenVocabSegmentor(nn.Module):
                              "MODEL.MASK_CROP.OWN_TOWER True (a MaskCrop main classifier is "
                              "trained by MODEL.TRAIN_CLASSIFIER)")
         self.train_crop = bool(train_crop)
+        self.register_load_state_dict_post_hook(_crop_towers_follow_backbone)
         if leftover_regions < 0 or not 0 <= leftover_min_area <= 1:
             raise ValueError("MODEL.TEST.LEFTOVER_REGIONS must be >= 0 and LEFTOVER_MIN_AREA in "
                              f"[0, 1]; got {leftover_regions}, {leftover_min_area}")
