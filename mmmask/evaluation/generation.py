@@ -56,24 +56,30 @@ def _default_synonyms() -> dict[str, tuple[str, ...]]:
     return syn
 
 
-def caption_mentions(caption: str, colour: str, shape: str,
+def caption_mentions(caption: str, colour: str | None, shape: str | None,
                      synonyms: Mapping[str, Sequence[str]] | None = None) -> bool:
     """Whether ``caption`` contains the phrase "<colour> <shape>" (either word may be a synonym;
-    case-insensitive, whole words)."""
+    case-insensitive, whole words). With ``shape`` None only the colour word is looked for, with
+    ``colour`` None only the shape word."""
+    if colour is None and shape is None:
+        raise ValueError("caption_mentions needs a colour, a shape or both")
     syn = _default_synonyms() if synonyms is None else synonyms
-    colours = syn.get(colour, (colour,)) or (colour,)
-    shapes = syn.get(shape, (shape,)) or (shape,)
+    colours = (syn.get(colour, (colour,)) or (colour,)) if colour is not None else ("",)
+    shapes = (syn.get(shape, (shape,)) or (shape,)) if shape is not None else ("",)
     text = " ".join(caption.lower().split())
     for c in colours:
         for s in shapes:
-            if re.search(rf"(?<!\w){re.escape(c.lower())} {re.escape(s.lower())}(?!\w)", text):
+            phrase = " ".join(w for w in (c.lower(), s.lower()) if w)
+            if re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text):
                 return True
     return False
 
 
 def attribute_accuracy(captions: Sequence[str], expected: Sequence[Sequence[tuple[str, str]]],
-                       synonyms: Mapping[str, Sequence[str]] | None = None) -> float:
-    """Fraction of objects whose colour+shape phrase appears in their image's generated caption.
+                       synonyms: Mapping[str, Sequence[str]] | None = None,
+                       part: str = "both") -> float:
+    """Fraction of objects whose colour+shape phrase appears in their image's generated caption
+    (``part="colour"`` or ``"shape"``: whose colour word, or shape word, appears anywhere in it).
 
     Args:
         captions: one generated caption per image ("a red star and a blue ring on grass").
@@ -81,12 +87,15 @@ def attribute_accuracy(captions: Sequence[str], expected: Sequence[Sequence[tupl
         synonyms: word -> accepted words (itself included); default: the Shapes-OV synonyms
             ("purple" also matches "violet", "ring" also "donut", ...).
     """
+    if part not in ("both", "colour", "shape"):
+        raise ValueError(f"part must be 'both', 'colour' or 'shape'; got {part!r}")
     if len(captions) != len(expected):
         raise ValueError(f"{len(captions)} captions for {len(expected)} expected object lists.")
     total = sum(len(objs) for objs in expected)
     if total == 0:
         raise ValueError("No expected objects: attribute accuracy is undefined.")
     syn = _default_synonyms() if synonyms is None else synonyms
-    hits = sum(caption_mentions(cap, c, s, syn) for cap, objs in zip(captions, expected)
-               for c, s in objs)
+    keep_c, keep_s = part in ("both", "colour"), part in ("both", "shape")
+    hits = sum(caption_mentions(cap, c if keep_c else None, s if keep_s else None, syn)
+               for cap, objs in zip(captions, expected) for c, s in objs)
     return hits / total

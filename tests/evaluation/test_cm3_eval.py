@@ -36,6 +36,8 @@ def test_evaluate_cm3_reports_every_figure():
     gen = CM3Generator.from_config(cfg, weights="")
     out = evaluate_cm3(gen, _Judge(), num_images=3, num_generated=4, seed=4242)
     assert 0 <= out["caption_attribute_accuracy"] <= 100
+    for half in ("colour", "shape"):  # each half is named at least as often as both together
+        assert out["caption_attribute_accuracy"] <= out[f"caption_{half}_accuracy"] <= 100
     assert 0 < out["codebook_usage"] <= 100 and out["code_perplexity"] >= 1
     assert np.isfinite(out["vq_psnr_db"])
     # the judge only ever sees red stars: accuracy = share of red-star prompts among the 4

@@ -44,6 +44,21 @@ def test_attribute_accuracy_with_synonyms_and_whole_words():
         attribute_accuracy(["a"], [[]])
 
 
+def test_attribute_accuracy_halves():
+    captions = ["a red star and a violet square on grass", "a blue circle"]
+    expected = [[("red", "star"), ("purple", "ring")], [("green", "circle")]]
+    # both words: only the red star; colours: red, violet; shapes: star, circle
+    assert attribute_accuracy(captions, expected) == pytest.approx(1 / 3)
+    assert attribute_accuracy(captions, expected, part="colour") == pytest.approx(2 / 3)
+    assert attribute_accuracy(captions, expected, part="shape") == pytest.approx(2 / 3)
+    assert caption_mentions("a red donut", None, "ring")
+    assert not caption_mentions("a redstar", "red", None)  # whole words
+    with pytest.raises(ValueError, match="part"):
+        attribute_accuracy(captions, expected, part="size")
+    with pytest.raises(ValueError):
+        caption_mentions("a red star", None, None)
+
+
 def test_attribute_accuracy_on_shapes_captions():
     from mmmask.data.shapes import make_caption
 
