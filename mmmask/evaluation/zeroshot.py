@@ -84,7 +84,9 @@ def shapes_mask_naming(predictor, num_images: int = 100, split: str = "val", see
 
     Every object and every stuff region is one mask; the classifier alone decides (the mask
     generator's in-vocabulary scores do not take part). Keys: ``things``, ``things_seen``,
-    ``things_unseen``, ``stuff`` and ``num_segments``.
+    ``things_unseen``, ``stuff``, ``num_segments`` and ``thing_errors``: the wrongly named
+    things by kind (``colour``, ``shape``, ``both``, ``stuff``) and the five most frequent
+    shape mix-ups (``"hexagon -> circle": n``).
     """
     names = list(shapes.CLASS_SYNONYMS)
     vocab = Vocabulary.from_names(names)
@@ -101,4 +103,23 @@ def shapes_mask_naming(predictor, num_images: int = 100, split: str = "val", see
             labels += [c for _, c in segs]
     out = _rates(np.asarray(preds), np.asarray(labels))
     out["num_segments"] = len(labels)
+    out["thing_errors"] = _thing_errors(preds, labels)
     return out
+
+
+def _thing_errors(preds: list[int], labels: list[int]) -> dict:
+    """Wrongly named things by kind of mistake, and the most frequent shape mix-ups."""
+    kinds = {"colour": 0, "shape": 0, "both": 0, "stuff": 0}
+    pairs: dict[str, int] = {}
+    for p, t in zip(preds, labels):
+        if p == t or not shapes.IS_THING[t]:
+            continue
+        if not shapes.IS_THING[p]:
+            kinds["stuff"] += 1
+            continue
+        (tc, ts), (pc, ps) = (shapes.CLASS_NAMES[i].split(" ", 1) for i in (t, p))
+        kinds["both" if tc != pc and ts != ps else "colour" if tc != pc else "shape"] += 1
+        if ts != ps:
+            pairs[f"{ts} -> {ps}"] = pairs.get(f"{ts} -> {ps}", 0) + 1
+    top = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    return {**kinds, "shape_mix_ups": dict(top)}

@@ -37,6 +37,16 @@ def test_mask_naming_counts_every_ground_truth_segment():
     assert out["stuff"] == 100.0 and out["things_seen"] == 100.0
     assert any(not shapes.IS_SEEN[d["category_id"]] for s in scenes for d in s.instances)
     assert out["things_unseen"] == 0.0
+    # every unseen thing was called "red star": the errors say which half of the name was wrong
+    wrong = [shapes.CLASS_NAMES[d["category_id"]].split(" ", 1) for s in scenes
+             for d in s.instances if d["mask"].any() and not shapes.IS_SEEN[d["category_id"]]]
+    err = out["thing_errors"]
+    assert err["stuff"] == 0
+    assert err["colour"] == sum(c != "red" and sh == "star" for c, sh in wrong)
+    assert err["shape"] == sum(c == "red" and sh != "star" for c, sh in wrong)
+    assert err["both"] == sum(c != "red" and sh != "star" for c, sh in wrong)
+    assert all(k.endswith(" -> star") for k in err["shape_mix_ups"])
+    assert sum(err["shape_mix_ups"].values()) <= err["shape"] + err["both"]
 
 
 @pytest.mark.parametrize("kind", ["crop", "region"])

@@ -99,12 +99,11 @@ class OpenVocabSegmentor(nn.Module):
         # Inference-only second opinion (MaskCrop) fused with the classifier's distribution.
         self.crop_classifier = crop_classifier if crop_weight > 0 else None
         self.crop_weight = float(crop_weight)
-        if train_crop and getattr(self.crop_classifier, "tower", None) is None:
-            raise ValueError("MODEL.MASK_CROP.TRAIN trains the fused crop classifier's own image "
-                             "tower: set MODEL.MASK_CROP.FUSION_WEIGHT > 0 and "
-                             "MODEL.MASK_CROP.OWN_TOWER True (a MaskCrop main classifier is "
-                             "trained by MODEL.TRAIN_CLASSIFIER)")
-        self.train_crop = bool(train_crop)
+        # Training the crop tower needs one (checked when training starts, so that evaluating a
+        # training config with the crops switched off still works).
+        self._crop_train_requested = bool(train_crop)
+        self.train_crop = self._crop_train_requested and (
+            getattr(self.crop_classifier, "tower", None) is not None)
         self.register_load_state_dict_post_hook(_crop_towers_follow_backbone)
         if leftover_regions < 0 or not 0 <= leftover_min_area <= 1:
             raise ValueError("MODEL.TEST.LEFTOVER_REGIONS must be >= 0 and LEFTOVER_MIN_AREA in "
@@ -234,6 +233,11 @@ class OpenVocabSegmentor(nn.Module):
 
     # -- training ----------------------------------------------------------------------------
     def _training_losses(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        if self._crop_train_requested and not self.train_crop:
+            raise ValueError("MODEL.MASK_CROP.TRAIN trains the fused crop classifier's own image "
+                             "tower: set MODEL.MASK_CROP.FUSION_WEIGHT > 0 and "
+                             "MODEL.MASK_CROP.OWN_TOWER True (a MaskCrop main classifier is "
+                             "trained by MODEL.TRAIN_CLASSIFIER)")
         if self.vocabulary is not self.train_vocabulary:
             self.set_vocabulary(self.train_vocabulary, self._train_is_thing)
             self._restore_vocabulary = True
