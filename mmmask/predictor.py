@@ -206,8 +206,8 @@ class SegmentationPredictor:
             external, scores = self._sam_inputs(image, x.shape[-2:])
         tasks = (task,)
         images, sizes = self.model._images(batch)
-        probs, objectness, mask_logits = self.model.predict_masks(images, external, scores,
-                                                                  image_sizes=sizes)
+        probs, objectness, mask_logits = self.model.predict_masks(
+            images, external, scores, image_sizes=sizes, ensemble=self.model.ensemble_for(task))
         out = self.model.postprocess(probs[0], objectness[0], mask_logits[0], sizes[0],
                                      tuple(images.shape[-2:]), (h, w), tasks=tasks,
                                      rank_by_objectness=scores is not None)

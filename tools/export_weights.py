@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Package a trained model as a shipped model: mmmask/weights/NAME.safetensors (float16) + NAME.yaml.
 
-    python tools/export_weights.py --config-file configs/shapes/adapter_mixed.yaml \
-        --weights output/shapes/adapter_mixed/model_final.safetensors --name shapes_ovseg \
+    python tools/export_weights.py --config-file configs/shapes/crop_tower.yaml \
+        --weights output/shapes/crop_tower/model_final.safetensors --name shapes_ovseg \
         --embedding-rows-from output/shapes/clip/model_final.pth \
             output/shapes/clip_regions/model_final.pth \
-        MODEL.SAM.CHECKPOINT shipped:shapes_sam.safetensors
+        MODEL.MASK_CROP.TRAIN False MODEL.SAM.CHECKPOINT shipped:shapes_sam.safetensors
 """
 
 from __future__ import annotations

@@ -204,6 +204,8 @@ _C.MODEL.ENSEMBLE.ENABLED = False
 # Weight of CLIP's score for classes seen in training (ALPHA) and unseen (BETA).
 _C.MODEL.ENSEMBLE.ALPHA = 0.4
 _C.MODEL.ENSEMBLE.BETA = 0.8
+# The tasks whose masks are named with the ensemble (the others use the classifier alone).
+_C.MODEL.ENSEMBLE.TASKS = ("semantic", "panoptic", "instance")
 
 # --------------------------------------------------------------------------------------------
 # Causal-masked generation (CM3)

@@ -119,3 +119,28 @@ def test_leftover_proposals_follow_external_masks_with_scores():
     assert probs.shape[1] == 2
     with pytest.raises(ValueError, match="B x Q"):
         model.predict_masks(images, masks, scores[:, :1])
+
+
+def test_ensemble_can_be_limited_to_some_tasks():
+    torch.manual_seed(0)
+    cfg = tiny_cfg("MODEL.ENSEMBLE.ENABLED", "True", "MODEL.ENSEMBLE.TASKS", '("semantic",)')
+    model = build_model(cfg).eval()
+    batch = next(iter(build_test_loader(cfg, "shapes_ov_val")))
+    assert model.ensemble_for("semantic") and not model.ensemble_for("panoptic")
+    images, sizes = model._images(batch)
+    with_ens, obj, _ = model.predict_masks(images, image_sizes=sizes)
+    without, obj2, _ = model.predict_masks(images, image_sizes=sizes, ensemble=False)
+    assert not torch.allclose(with_ens, without) and torch.equal(obj, obj2)
+    # forward: the semantic map from the ensemble, the panoptic segments from the classifier alone
+    out = model(batch)[0]
+    everywhere = build_model(tiny_cfg("MODEL.ENSEMBLE.ENABLED", "True"))
+    nowhere = build_model(tiny_cfg("MODEL.ENSEMBLE.ENABLED", "False"))
+    for m in (everywhere, nowhere):
+        m.load_state_dict(model.state_dict())
+        m.eval()
+    ref_sem = everywhere(batch)[0]["sem_seg"]
+    ref_pan = nowhere(batch)[0]["panoptic_seg"]
+    assert torch.allclose(out["sem_seg"], ref_sem)
+    assert torch.equal(out["panoptic_seg"][0], ref_pan[0]) and out["panoptic_seg"][1] == ref_pan[1]
+    with pytest.raises(ValueError, match="ENSEMBLE.TASKS"):
+        build_model(tiny_cfg("MODEL.ENSEMBLE.TASKS", '("semantics",)'))

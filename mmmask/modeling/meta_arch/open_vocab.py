@@ -73,6 +73,7 @@ class OpenVocabSegmentor(nn.Module):
                  object_mask_threshold: float = 0.5, overlap_threshold: float = 0.8,
                  detections_per_image: int = 100, max_masks_classified: int = 0,
                  ensemble: bool = False, alpha: float = 0.4, beta: float = 0.8,
+                 ensemble_tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
                  crop_classifier: nn.Module | None = None, crop_weight: float = 0.0,
                  train_crop: bool = False,
                  leftover_regions: int = 0, leftover_min_area: float = 0.01,
@@ -92,6 +93,11 @@ class OpenVocabSegmentor(nn.Module):
         self.detections_per_image = detections_per_image
         self.max_masks_classified = max_masks_classified
         self.ensemble, self.alpha, self.beta = ensemble, alpha, beta
+        unknown = sorted(set(ensemble_tasks) - {"semantic", "panoptic", "instance"})
+        if unknown:
+            raise ValueError(f"MODEL.ENSEMBLE.TASKS: unknown task(s) {unknown}; valid: semantic, "
+                             "panoptic, instance")
+        self.ensemble_tasks = tuple(ensemble_tasks)
         if not 0 <= crop_weight <= 1:
             raise ValueError(f"MODEL.MASK_CROP.FUSION_WEIGHT must lie in [0, 1]; got {crop_weight}")
         if crop_weight > 0 and crop_classifier is None:
@@ -170,7 +176,7 @@ class OpenVocabSegmentor(nn.Module):
             "detections_per_image": t.DETECTIONS_PER_IMAGE,
             "max_masks_classified": t.MAX_MASKS_CLASSIFIED,
             "ensemble": cfg.MODEL.ENSEMBLE.ENABLED, "alpha": cfg.MODEL.ENSEMBLE.ALPHA,
-            "beta": cfg.MODEL.ENSEMBLE.BETA,
+            "beta": cfg.MODEL.ENSEMBLE.BETA, "ensemble_tasks": tuple(cfg.MODEL.ENSEMBLE.TASKS),
             "crop_classifier": crop, "crop_weight": crop_weight,
             "train_crop": cfg.MODEL.MASK_CROP.TRAIN,
             "leftover_regions": t.LEFTOVER_REGIONS, "leftover_min_area": t.LEFTOVER_MIN_AREA,
@@ -299,7 +305,8 @@ class OpenVocabSegmentor(nn.Module):
     @torch.no_grad()
     def predict_masks(self, images: torch.Tensor, external_masks: torch.Tensor | None = None,
                       external_scores: torch.Tensor | None = None,
-                      image_sizes: list[tuple[int, int]] | None = None):
+                      image_sizes: list[tuple[int, int]] | None = None,
+                      ensemble: bool | None = None):
         """Class probabilities, objectness and mask logits for a padded batch.
 
         ``external_masks`` (Tensor[B,Q,h,w] probabilities, e.g. from SAM) replace the generator's
@@ -308,9 +315,15 @@ class OpenVocabSegmentor(nn.Module):
         masks (the generator's, or external ones with scores) are followed by that many leftover
         proposals (:func:`leftover_masks`, named by the classifier alone, objectness 1; empty
         slots 0); ``image_sizes`` (the unpadded size of each image) keeps them out of the
-        padding. Returns ``(probs [B,Q,C],
-        objectness [B,Q], mask_logits [B,Q,h,w])``.
+        padding. ``ensemble`` overrides whether the in-/out-of-vocabulary ensemble applies
+        (default: ``MODEL.ENSEMBLE.ENABLED``). Returns ``(probs [B,Q,C], objectness [B,Q],
+        mask_logits [B,Q,h,w])``.
         """
+        raw = self._predict_raw(images, external_masks, external_scores, image_sizes)
+        return self._class_probs(raw, self.ensemble if ensemble is None else ensemble)
+
+    def _predict_raw(self, images, external_masks, external_scores, image_sizes) -> dict:
+        """Everything of :meth:`predict_masks` but the final class distribution."""
         feats = self.backbone(images)
         text = self.text_embeddings()
         gen_logits = None
@@ -357,17 +370,27 @@ class OpenVocabSegmentor(nn.Module):
             w = self.crop_weight
             cls_logits = ((1 - w) * cls_logits.float().log_softmax(-1)
                           + w * self._aggregate(crop.logits).float().log_softmax(-1))
+        return {"cls_logits": cls_logits, "gen_logits": gen_logits, "num_masks": q,
+                "found": found, "external_scores": external_scores, "mask_logits": mask_logits}
+
+    def _class_probs(self, raw: dict, ensemble: bool):
+        """``(probs, objectness, mask_logits)`` from :meth:`_predict_raw`'s output."""
+        cls_logits, q, found = raw["cls_logits"], raw["num_masks"], raw["found"]
         # The masks' own scores (generator or external) decide their objectness; the leftover
         # proposals have none: the classifier alone names them, with objectness 1.
-        probs, objectness = combine_class_probs(cls_logits[:, :q], gen_logits, self._seen,
-                                                self.ensemble, self.alpha, self.beta)
-        if external_scores is not None:
-            objectness = external_scores.to(objectness).clamp(0, 1)
+        probs, objectness = combine_class_probs(cls_logits[:, :q], raw["gen_logits"], self._seen,
+                                                ensemble, self.alpha, self.beta)
+        if raw["external_scores"] is not None:
+            objectness = raw["external_scores"].to(objectness).clamp(0, 1)
         if found is not None:
             left_probs, _ = combine_class_probs(cls_logits[:, q:], None)
             probs = torch.cat([probs, left_probs.to(probs)], dim=1)
             objectness = torch.cat([objectness, found.to(objectness)], dim=1)
-        return probs, objectness, mask_logits
+        return probs, objectness, raw["mask_logits"]
+
+    def ensemble_for(self, task: str) -> bool:
+        """Whether the in-/out-of-vocabulary ensemble names the masks for ``task``."""
+        return bool(self.ensemble) and task in self.ensemble_tasks
 
     def postprocess(self, probs, objectness, mask_logits, image_size, padded_size, out_size,
                     tasks=None, rank_by_objectness: bool = False) -> dict:
@@ -406,13 +429,16 @@ class OpenVocabSegmentor(nn.Module):
         if self.training:
             return self._training_losses(batch)
         images, sizes = self._images(batch)
-        probs, objectness, mask_logits = self.predict_masks(images, external_masks, external_scores,
-                                                            image_sizes=sizes)
+        raw = self._predict_raw(images, external_masks, external_scores, sizes)
         ranked = external_scores is not None
-        outputs = []
-        for i, item in enumerate(batch):
-            out_size = (int(item.get("height", sizes[i][0])), int(item.get("width", sizes[i][1])))
-            outputs.append(self.postprocess(probs[i], objectness[i], mask_logits[i], sizes[i],
-                                            tuple(images.shape[-2:]), out_size,
-                                            rank_by_objectness=ranked))
+        outputs = [{} for _ in batch]
+        for ens in sorted({self.ensemble_for(t) for t in self.tasks}):  # one or two passes
+            tasks = tuple(t for t in self.tasks if self.ensemble_for(t) == ens)
+            probs, objectness, mask_logits = self._class_probs(raw, ens)
+            for i, item in enumerate(batch):
+                out_size = (int(item.get("height", sizes[i][0])),
+                            int(item.get("width", sizes[i][1])))
+                outputs[i].update(self.postprocess(probs[i], objectness[i], mask_logits[i],
+                                                   sizes[i], tuple(images.shape[-2:]), out_size,
+                                                   tasks=tasks, rank_by_objectness=ranked))
         return outputs
