@@ -276,15 +276,15 @@ class OpenVocabSegmentor(nn.Module):
                     self.adapter_iou_threshold, mode=self.adapter_masks,
                     num_pred=self.adapter_num_pred, unmatched_label=len(self.vocabulary)))
             masks, classes, groups = collate_adapter_targets(per_image)
+            heads = []  # (classifier, its output) for each classifier being trained
             if self.train_classifier:
-                out = self._classify(feats, masks, text, images)
-                out = dataclasses.replace(out, logits=self._aggregate(out.logits))
-                losses.update(self.classifier.losses(out, classes, groups))
+                heads.append((self.classifier, self._classify(feats, masks, text, images)))
             if self.train_crop:
-                out = self.crop_classifier(feats["clip_dense"], masks, text, self.backbone,
-                                           images=images)
+                heads.append((self.crop_classifier, self.crop_classifier(
+                    feats["clip_dense"], masks, text, self.backbone, images=images)))
+            for head, out in heads:
                 out = dataclasses.replace(out, logits=self._aggregate(out.logits))
-                losses.update(self.crop_classifier.losses(out, classes, groups))
+                losses.update(head.losses(out, classes, groups))
         if not losses:
             raise RuntimeError("Nothing to train: MODEL.TRAIN_GENERATOR, TRAIN_CLASSIFIER and "
                                "MASK_CROP.TRAIN are off")
