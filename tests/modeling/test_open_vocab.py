@@ -123,7 +123,10 @@ def test_leftover_proposals_follow_external_masks_with_scores():
 
 def test_ensemble_can_be_limited_to_some_tasks():
     torch.manual_seed(0)
-    cfg = tiny_cfg("MODEL.ENSEMBLE.ENABLED", "True", "MODEL.ENSEMBLE.TASKS", '("semantic",)')
+    keep_all = ("MODEL.TEST.OBJECT_MASK_THRESHOLD", "0.0",  # untrained: let segments through
+                "MODEL.TEST.OVERLAP_THRESHOLD", "0.0")
+    cfg = tiny_cfg("MODEL.ENSEMBLE.ENABLED", "True", "MODEL.ENSEMBLE.TASKS", '("semantic",)',
+                   *keep_all)
     model = build_model(cfg).eval()
     batch = next(iter(build_test_loader(cfg, "shapes_ov_val")))
     assert model.ensemble_for("semantic") and not model.ensemble_for("panoptic")
@@ -133,13 +136,16 @@ def test_ensemble_can_be_limited_to_some_tasks():
     assert not torch.allclose(with_ens, without) and torch.equal(obj, obj2)
     # forward: the semantic map from the ensemble, the panoptic segments from the classifier alone
     out = model(batch)[0]
-    everywhere = build_model(tiny_cfg("MODEL.ENSEMBLE.ENABLED", "True"))
-    nowhere = build_model(tiny_cfg("MODEL.ENSEMBLE.ENABLED", "False"))
+    everywhere = build_model(tiny_cfg("MODEL.ENSEMBLE.ENABLED", "True", *keep_all))
+    nowhere = build_model(tiny_cfg("MODEL.ENSEMBLE.ENABLED", "False", *keep_all))
     for m in (everywhere, nowhere):
         m.load_state_dict(model.state_dict())
         m.eval()
     ref_sem = everywhere(batch)[0]["sem_seg"]
     ref_pan = nowhere(batch)[0]["panoptic_seg"]
+    # the two references differ, so matching one of them says which setting a task used
+    assert not torch.allclose(ref_sem, nowhere(batch)[0]["sem_seg"])
+    assert ref_pan[1] and everywhere(batch)[0]["panoptic_seg"][1] != ref_pan[1]
     assert torch.allclose(out["sem_seg"], ref_sem)
     assert torch.equal(out["panoptic_seg"][0], ref_pan[0]) and out["panoptic_seg"][1] == ref_pan[1]
     with pytest.raises(ValueError, match="ENSEMBLE.TASKS"):
