@@ -3,7 +3,8 @@
 Importing this module (``import mmmask.cm3`` does) registers:
 
 - ``CM3DocumentMapper`` in DATA_MAPPER_REGISTRY;
-- ``shapes_ov_documents`` (Shapes-OV captions split, 200k procedural image-caption scenes) and
+- ``shapes_ov_documents`` (Shapes-OV captions split, 200k procedural image-caption documents:
+  scenes, and object crops or regions as ``CM3.DOCUMENT_KINDS`` asks) and
   ``shapes_ov_documents_val`` (the 200 val scenes) in the dataset catalog, through the
   DATASET_REGISTRY entry :func:`cm3_documents`.
 """
@@ -81,8 +82,14 @@ def cm3_documents(cfg=None) -> list[str]:
     size = int(cfg.CM3.VQ.IMAGE_SIZE) if cfg is not None else 64
     seed = int(cfg.DATASETS.SHAPES.SEED) if cfg is not None else 0
     val = int(cfg.DATASETS.SHAPES.VAL_SIZE) if cfg is not None else 200
+    kinds = tuple(cfg.CM3.DOCUMENT_KINDS) if cfg is not None else ("scene",)
+    try:
+        ShapesRecords("captions", 0, size, seed, captions=True, kinds=kinds)  # checks the kinds
+    except ValueError as e:
+        raise ValueError(f"CM3.DOCUMENT_KINDS: {e}") from None
     register_dataset("shapes_ov_documents",
-                     lambda: ShapesRecords("captions", DOCUMENTS_LENGTH, size, seed),
+                     lambda: ShapesRecords("captions", DOCUMENTS_LENGTH, size, seed,
+                                           captions=True, kinds=kinds),
                      overwrite=True, split="captions", image_size=size, seed=seed,
                      evaluator_type="cm3")
     register_dataset("shapes_ov_documents_val", lambda: ShapesRecords("val", val, size, seed),

@@ -253,6 +253,10 @@ _C.CM3.CAPTION_SPAN_PROB = 0.25
 # Probability that a training caption is replaced by "" (unconditional image documents, needed by
 # classifier-free guidance).
 _C.CM3.CAPTION_DROP_PROB = 0.1
+# Kinds of Shapes-OV training documents, cycled over record indices: "scene" (a whole scene and its
+# caption), "crop" (one large object on one stuff class) and "region" (a square around one object
+# of a scene, captioned with that object alone): object-centric documents show shapes large.
+_C.CM3.DOCUMENT_KINDS = ("scene",)
 # Generation defaults of the CM3 generator (api/CLI/demo).
 _C.CM3.GENERATE = CN()
 # Classifier-free guidance scale for text-to-image and image infilling (1 = no guidance).

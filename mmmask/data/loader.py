@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..registry import DATA_MAPPER_REGISTRY
+from ..registry import DATA_MAPPER_REGISTRY, DATASET_REGISTRY
 from .builtin import register_builtin
 from .catalog import DatasetCatalog
 
 __all__ = [
     "build_train_loader",
+    "register_datasets",
     "build_test_loader",
     "build_mapper",
     "TrainSampler",
@@ -186,6 +187,15 @@ def _loader_kwargs(num_workers: int) -> dict[str, Any]:
     return kw
 
 
+def register_datasets(cfg) -> None:
+    """(Re-)register every DATASET_REGISTRY family (Shapes-OV, the CM3 documents when
+    ``mmmask.cm3`` is imported, ...) with the sizes and options of ``cfg``."""
+    register_builtin(cfg)
+    for name in DATASET_REGISTRY.names():
+        if name != "shapes_ov":  # register_builtin above
+            DATASET_REGISTRY.get(name)(cfg)
+
+
 def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_iter: int = 0, *,
                        mapper: Callable[[dict], dict] | None = None,
                        dataset_names: Sequence[str] | None = None) -> TrainLoader:
@@ -195,7 +205,7 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_iter: int 
     defaults to ``INPUT.DATASET_MAPPER`` in training mode; ``DATALOADER.NUM_WORKERS`` > 0 maps
     in worker processes (same batches).
     """
-    register_builtin(cfg)
+    register_datasets(cfg)
     records = _records(list(dataset_names or cfg.DATASETS.TRAIN))
     seed = _seed(cfg, world_size)
     sampler = TrainSampler(len(records), int(cfg.SOLVER.IMS_PER_BATCH), seed=seed, rank=rank,
@@ -226,7 +236,7 @@ def build_test_loader(cfg, dataset_name: str, rank: int = 0, world_size: int = 1
     ``r``-th contiguous shard (the shards together cover every record once)."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-    register_builtin(cfg)
+    register_datasets(cfg)
     records = _records([dataset_name])
     n = len(records)
     shard = _Subset(records, n * rank // world_size, n * (rank + 1) // world_size)
