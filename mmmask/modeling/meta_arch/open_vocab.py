@@ -392,19 +392,28 @@ class OpenVocabSegmentor(nn.Module):
         """Whether the in-/out-of-vocabulary ensemble names the masks for ``task``."""
         return bool(self.ensemble) and task in self.ensemble_tasks
 
+    @staticmethod
+    def output_masks(mask_logits, image_size, padded_size, out_size) -> torch.Tensor:
+        """Mask logits Tensor[Q,h,w] over the padded batch of ``padded_size`` -> Tensor[Q, *out_size]
+        over the image (``image_size``, top-left of the padded frame)."""
+        scale = mask_logits.shape[-2] / max(1, padded_size[0])
+        crop = (max(1, round(image_size[0] * scale)), max(1, round(image_size[1] * scale)))
+        return resize_masks(mask_logits, out_size, crop=crop)
+
     def postprocess(self, probs, objectness, mask_logits, image_size, padded_size, out_size,
-                    tasks=None, rank_by_objectness: bool = False) -> dict:
+                    tasks=None, rank_by_objectness: bool = False, masks=None) -> dict:
         """Per-image results at ``out_size``.
 
         ``mask_logits`` Tensor[Q,h,w] cover the padded batch of ``padded_size``; the image itself
-        is ``image_size`` (top-left). With ``rank_by_objectness`` (class-agnostic masks with their
-        own quality scores, e.g. SAM's) the panoptic merge keeps and orders masks by objectness
-        alone. Returns the output dict of the requested ``tasks``.
+        is ``image_size`` (top-left). ``masks``, when given, are those logits already brought to
+        the output frame by :meth:`output_masks` (reused across calls). With
+        ``rank_by_objectness`` (class-agnostic masks with their own quality scores, e.g. SAM's)
+        the panoptic merge keeps and orders masks by objectness alone. Returns the output dict
+        of the requested ``tasks``.
         """
         tasks = self.tasks if tasks is None else tasks
-        scale = mask_logits.shape[-2] / max(1, padded_size[0])
-        crop = (max(1, round(image_size[0] * scale)), max(1, round(image_size[1] * scale)))
-        masks = resize_masks(mask_logits, out_size, crop=crop)
+        if masks is None:
+            masks = self.output_masks(mask_logits, image_size, padded_size, out_size)
         result = {}
         if "semantic" in tasks:
             result["sem_seg"] = semantic_inference(probs, objectness, masks)
@@ -431,14 +440,20 @@ class OpenVocabSegmentor(nn.Module):
         images, sizes = self._images(batch)
         raw = self._predict_raw(images, external_masks, external_scores, sizes)
         ranked = external_scores is not None
-        outputs = [{} for _ in batch]
-        for ens in sorted({self.ensemble_for(t) for t in self.tasks}):  # one or two passes
+        padded = tuple(images.shape[-2:])
+        passes = []  # (tasks, class probabilities): one or two settings of the ensemble
+        for ens in sorted({self.ensemble_for(t) for t in self.tasks}):
             tasks = tuple(t for t in self.tasks if self.ensemble_for(t) == ens)
-            probs, objectness, mask_logits = self._class_probs(raw, ens)
-            for i, item in enumerate(batch):
-                out_size = (int(item.get("height", sizes[i][0])),
-                            int(item.get("width", sizes[i][1])))
-                outputs[i].update(self.postprocess(probs[i], objectness[i], mask_logits[i],
-                                                   sizes[i], tuple(images.shape[-2:]), out_size,
-                                                   tasks=tasks, rank_by_objectness=ranked))
+            passes.append((tasks, self._class_probs(raw, ens)))
+        mask_logits = raw["mask_logits"]
+        outputs = []
+        for i, item in enumerate(batch):
+            out_size = (int(item.get("height", sizes[i][0])), int(item.get("width", sizes[i][1])))
+            masks = self.output_masks(mask_logits[i], sizes[i], padded, out_size)  # once per image
+            out = {}
+            for tasks, (probs, objectness, _) in passes:
+                out.update(self.postprocess(probs[i], objectness[i], mask_logits[i], sizes[i],
+                                            padded, out_size, tasks=tasks,
+                                            rank_by_objectness=ranked, masks=masks))
+            outputs.append(out)
         return outputs
