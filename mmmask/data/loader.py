@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..registry import DATA_MAPPER_REGISTRY, DATASET_REGISTRY
-from .builtin import register_builtin
+from . import builtin  # noqa: F401  (registers the shapes_ov family)
 from .catalog import DatasetCatalog
 
 __all__ = [
@@ -188,12 +188,10 @@ def _loader_kwargs(num_workers: int) -> dict[str, Any]:
 
 
 def register_datasets(cfg) -> None:
-    """(Re-)register every DATASET_REGISTRY family (Shapes-OV, the CM3 documents when
-    ``mmmask.cm3`` is imported, ...) with the sizes and options of ``cfg``."""
-    register_builtin(cfg)
+    """(Re-)register every DATASET_REGISTRY family (Shapes-OV with ``DATASETS.ROOTS``, the CM3
+    documents when ``mmmask.cm3`` is imported, ...) with the sizes and options of ``cfg``."""
     for name in DATASET_REGISTRY.names():
-        if name != "shapes_ov":  # register_builtin above
-            DATASET_REGISTRY.get(name)(cfg)
+        DATASET_REGISTRY.get(name)(cfg)
 
 
 def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_iter: int = 0, *,

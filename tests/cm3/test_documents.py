@@ -3,8 +3,8 @@ import pytest
 import mmmask.cm3  # noqa: F401  (registers the CM3 documents)
 from mmmask.config import get_cfg
 from mmmask.data.catalog import DatasetCatalog
-from mmmask.data.shapes import render_object_crop
 from mmmask.data.loader import build_train_loader, register_datasets
+from mmmask.data.shapes import render_object_crop
 
 
 def _cfg(kinds=("scene",), size=16):
