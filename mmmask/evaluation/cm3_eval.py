@@ -21,7 +21,7 @@ from mmmask.data import shapes
 
 from .generation import attribute_accuracy, codebook_usage, psnr
 
-__all__ = ["evaluate_cm3", "evaluate_infilling"]
+__all__ = ["evaluate_cm3", "evaluate_infilling", "vq_shape_probe"]
 
 
 def _objects(sample) -> list[tuple[str, str]]:
@@ -169,3 +169,60 @@ def evaluate_infilling(generator, num_images: int = 100, seed: int = 4242) -> di
         "infill_region_psnr_vq_db": float(np.mean(region_psnr["vq_round_trip"])),
         "infill_tokens": total,
     }
+
+
+def vq_shape_probe(encode, num_train: int = 8000, num_test: int = 2000, epochs: int = 6,
+                   size: int = 64, seed: int = 7, num_codes: int | None = None,
+                   batch_size: int = 128) -> dict:
+    """How much of an object's shape its image tokens keep.
+
+    ``encode`` maps uint8 images Tensor[B,3,S,S] to codes LongTensor[B,h,w] (a VQ tokenizer's
+    ``encode``). Single-object Shapes-OV crops (:func:`shapes.render_object_crop`, one large
+    shape on one stuff class, drawn from ``seed``) are tokenized, and a small conv net over
+    learned code embeddings is trained on ``num_train`` of them to name the shape (8 classes,
+    chance 12.5 %) and tested on the next ``num_test``. Returns ``{"shape_accuracy": percent
+    on the test crops after each epoch (list), "grid": [h, w], ...}``.
+    """
+    from torch import nn
+    from torch.nn import functional as F
+
+    n_shapes = len(shapes.SHAPES)
+    images, labels = [], []
+    for i in range(num_train + num_test):
+        img, _, cid = shapes.render_object_crop(seed, i, size)
+        images.append(torch.from_numpy(img).permute(2, 0, 1))
+        labels.append(cid % n_shapes)
+    with torch.no_grad():
+        codes = torch.cat([encode(torch.stack(images[k:k + 256])).long().cpu()
+                           for k in range(0, len(images), 256)])
+    y = torch.tensor(labels)
+    num_codes = int(codes.max()) + 1 if num_codes is None else int(num_codes)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    layers = [nn.Embedding(num_codes, 32), _ChannelsFirst(),
+              nn.Conv2d(32, 64, 3, padding=1), nn.GELU(), nn.Conv2d(64, 64, 3, padding=1),
+              nn.GELU()]
+    if codes.shape[-1] > 8:  # a finer grid gets one more stride-2 stage (same receptive field)
+        layers += [nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.GELU()]
+    probe = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_shapes))
+    opt = torch.optim.AdamW(probe.parameters(), lr=3e-3)
+    train_x, train_y = codes[:num_train], y[:num_train]
+    test_x, test_y = codes[num_train:], y[num_train:]
+    accuracy = []
+    for _ in range(epochs):
+        probe.train()
+        for idx in torch.randperm(num_train, generator=g).split(batch_size):
+            loss = F.cross_entropy(probe(train_x[idx]), train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        probe.eval()
+        with torch.no_grad():
+            accuracy.append(100.0 * (probe(test_x).argmax(1) == test_y).float().mean().item())
+    return {"shape_accuracy": accuracy, "grid": list(codes.shape[-2:]), "num_train": num_train,
+            "num_test": num_test, "epochs": epochs}
+
+
+class _ChannelsFirst(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,h,w,C] -> [B,C,h,w]
+        return x.permute(0, 3, 1, 2)

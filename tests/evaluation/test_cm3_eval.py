@@ -1,6 +1,7 @@
 """evaluate_cm3 on a tiny random CM3 generator and a fake segmenter."""
 
 import numpy as np
+import torch
 
 from mmmask.cm3.api import CM3Generator
 from mmmask.config import get_cfg
@@ -71,3 +72,26 @@ def test_evaluate_infilling_compares_both_sided_and_left_only_context():
     assert out["infill_tokens"] > 0
     # Greedy decoding: the figures are a pure function of the weights.
     assert evaluate_infilling(gen, num_images=3, seed=4242) == out
+
+
+def test_vq_shape_probe_learns_codes_that_carry_the_shape():
+    from mmmask.evaluation.cm3_eval import vq_shape_probe
+
+    crops = {}
+    for i in range(120):
+        img, _, cid = shapes.render_object_crop(7, i, 16)
+        crops[img.tobytes()] = cid % len(shapes.SHAPES)
+
+    def informative(batch):  # every code = the crop's shape id
+        ids = [crops[b.permute(1, 2, 0).numpy().tobytes()] for b in batch]
+        return torch.tensor(ids)[:, None, None].expand(-1, 4, 4)
+
+    def blind(batch):  # the same code everywhere
+        return torch.zeros(len(batch), 4, 4, dtype=torch.long)
+
+    good = vq_shape_probe(informative, num_train=80, num_test=40, epochs=8, size=16,
+                          num_codes=len(shapes.SHAPES))
+    bad = vq_shape_probe(blind, num_train=80, num_test=40, epochs=8, size=16, num_codes=8)
+    assert good["grid"] == [4, 4] and len(good["shape_accuracy"]) == 8
+    assert good["shape_accuracy"][-1] == 100.0
+    assert bad["shape_accuracy"][-1] < 50.0
