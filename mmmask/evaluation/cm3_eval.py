@@ -183,7 +183,6 @@ def vq_shape_probe(encode, num_train: int = 8000, num_test: int = 2000, epochs: 
     chance 12.5 %) and tested on the next ``num_test``. Returns ``{"shape_accuracy": percent
     on the test crops after each epoch (list), "grid": [h, w], ...}``.
     """
-    from torch import nn
     from torch.nn import functional as F
 
     n_shapes = len(shapes.SHAPES)
@@ -198,13 +197,9 @@ def vq_shape_probe(encode, num_train: int = 8000, num_test: int = 2000, epochs: 
     y = torch.tensor(labels)
     num_codes = int(codes.max()) + 1 if num_codes is None else int(num_codes)
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    layers = [nn.Embedding(num_codes, 32), _ChannelsFirst(),
-              nn.Conv2d(32, 64, 3, padding=1), nn.GELU(), nn.Conv2d(64, 64, 3, padding=1),
-              nn.GELU()]
-    if codes.shape[-1] > 8:  # a finer grid gets one more stride-2 stage (same receptive field)
-        layers += [nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.GELU()]
-    probe = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_shapes))
+    with torch.random.fork_rng(devices=[]):  # seeded probe weights, the caller's RNG untouched
+        torch.manual_seed(seed)
+        probe = _probe_net(num_codes, n_shapes, finer=codes.shape[-1] > 8)
     opt = torch.optim.AdamW(probe.parameters(), lr=3e-3)
     train_x, train_y = codes[:num_train], y[:num_train]
     test_x, test_y = codes[num_train:], y[num_train:]
@@ -221,6 +216,19 @@ def vq_shape_probe(encode, num_train: int = 8000, num_test: int = 2000, epochs: 
             accuracy.append(100.0 * (probe(test_x).argmax(1) == test_y).float().mean().item())
     return {"shape_accuracy": accuracy, "grid": list(codes.shape[-2:]), "num_train": num_train,
             "num_test": num_test, "epochs": epochs}
+
+
+def _probe_net(num_codes: int, num_classes: int, finer: bool) -> torch.nn.Module:
+    """Code embeddings -> two 3x3 convs (one more stride-2 stage for a finer grid, so both
+    grids see the same image extent) -> global pooling -> classes."""
+    from torch import nn
+
+    layers = [nn.Embedding(num_codes, 32), _ChannelsFirst(), nn.Conv2d(32, 64, 3, padding=1),
+              nn.GELU(), nn.Conv2d(64, 64, 3, padding=1), nn.GELU()]
+    if finer:
+        layers += [nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.GELU()]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(64, num_classes))
 
 
 class _ChannelsFirst(torch.nn.Module):
