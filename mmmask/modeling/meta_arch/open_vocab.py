@@ -229,7 +229,8 @@ class OpenVocabSegmentor(nn.Module):
         for item in batch:
             inst = item["instances"]
             masks = inst["masks"].to(self.device)
-            classes = self._train_class_map[inst["classes"].to(self.device)]  # dataset -> training ids
+            # dataset ids -> training ids
+            classes = self._train_class_map[inst["classes"].to(self.device)]
             keep = classes >= 0  # unseen segments (absent from training splits) are dropped
             masks, classes = masks[keep], classes[keep]
             padded = masks.new_zeros((masks.shape[0], *size))
@@ -340,7 +341,8 @@ class OpenVocabSegmentor(nn.Module):
             keep = obj.topk(self.max_masks_classified, dim=1).indices.sort(dim=1).values
             mask_logits = torch.gather(mask_logits, 1, keep[..., None, None].expand(
                 -1, -1, *mask_logits.shape[-2:]))
-            gen_logits = torch.gather(gen_logits, 1, keep[..., None].expand(-1, -1, gen_logits.shape[-1]))
+            gen_logits = torch.gather(gen_logits, 1,
+                                      keep[..., None].expand(-1, -1, gen_logits.shape[-1]))
         if external_masks is None:
             external_scores = None  # scores belong to external masks only
         if external_scores is not None and external_scores.shape != mask_logits.shape[:2]:
@@ -394,8 +396,8 @@ class OpenVocabSegmentor(nn.Module):
 
     @staticmethod
     def output_masks(mask_logits, image_size, padded_size, out_size) -> torch.Tensor:
-        """Mask logits Tensor[Q,h,w] over the padded batch of ``padded_size`` -> Tensor[Q, *out_size]
-        over the image (``image_size``, top-left of the padded frame)."""
+        """Mask logits Tensor[Q,h,w] over the padded batch of ``padded_size`` ->
+        Tensor[Q, *out_size] over the image (``image_size``, top-left of the padded frame)."""
         scale = mask_logits.shape[-2] / max(1, padded_size[0])
         crop = (max(1, round(image_size[0] * scale)), max(1, round(image_size[1] * scale)))
         return resize_masks(mask_logits, out_size, crop=crop)
