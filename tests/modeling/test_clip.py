@@ -1,6 +1,9 @@
 """CLIP backbone: shapes for ConvNeXt and ViT trunks, truncated text encoding, the text cache,
 local weight files and the offline message for network tags."""
 
+import logging
+
+import open_clip
 import pytest
 import torch
 
@@ -145,3 +148,17 @@ def test_duplicate_captions_are_soft_positives():
     loss_dup = contrastive_loss(img, img, torch.tensor(10.0), ["a", "a", "b"])
     loss_plain = contrastive_loss(img, img, torch.tensor(10.0))
     assert torch.isfinite(loss_dup) and torch.isfinite(loss_plain)
+
+
+def test_no_random_init_warning_when_mmmask_loads_the_weights(tmp_path, caplog):
+    model, _, _ = create_clip("mmmask-shapes-convnext")
+    path = tmp_path / "clip.safetensors"
+    save_safetensors(model.state_dict(), str(path))
+    with caplog.at_level(logging.WARNING):
+        create_clip("mmmask-shapes-convnext", str(path))
+        create_clip("mmmask-shapes-convnext", "")
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    # the filter is gone afterwards: open_clip's own warning still reaches a direct caller
+    with caplog.at_level(logging.WARNING):
+        open_clip.create_model("mmmask-shapes-convnext", pretrained=None)
+    assert [r for r in caplog.records if "initialized randomly" in r.getMessage()]

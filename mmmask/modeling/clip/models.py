@@ -8,7 +8,9 @@ separate: an open_clip pretrained tag (downloaded by open_clip on a connected ma
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import open_clip
@@ -50,6 +52,29 @@ def list_clip_models() -> list[str]:
     return open_clip.list_models()
 
 
+class _DropRandomInitWarning(logging.Filter):
+    """open_clip warns that a model built without a tag is "initialized randomly"; mmmask loads
+    its weights right after (a local file, or MODEL.WEIGHTS), so that warning only misleads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded for model")
+
+
+@contextmanager
+def _quiet_random_init():
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def _create_untrained(model_name: str):
+    with _quiet_random_init():
+        return open_clip.create_model(model_name, pretrained=None)
+
+
 def _is_local_file(pretrained: str) -> bool:
     return os.path.sep in pretrained or pretrained.endswith((".safetensors", ".pt", ".pth", ".bin"))
 
@@ -71,9 +96,9 @@ def create_clip(model_name: str, pretrained: str = "", config_key: str = "MODEL.
         )
     mean, std = OPENAI_MEAN, OPENAI_STD
     if not pretrained:
-        model = open_clip.create_model(model_name, pretrained=None)
+        model = _create_untrained(model_name)
     elif _is_local_file(pretrained):
-        model = open_clip.create_model(model_name, pretrained=None)
+        model = _create_untrained(model_name)
         state = load_state_dict_file(pretrained, config_key=config_key)
         state = {k.removeprefix("module."): v for k, v in state.items()}
         if state and all(k.startswith("clip.") for k in state):  # a CLIPPretrainer export
