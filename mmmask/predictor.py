@@ -215,6 +215,21 @@ class SegmentationPredictor:
 
     @_locked
     @torch.no_grad()
+    def encode_text(self, vocab: Vocabulary | str | None = None) -> tuple[np.ndarray, list[str]]:
+        """The classifier's text side: one unit-norm embedding float [C, D] per class of
+        ``vocab`` (the normalised mean over its synonyms, each a prompt-template ensemble), and
+        the C display labels. Cosines between rows show which names CLIP can tell apart."""
+        from mmmask.modeling.clip.text import synonym_index
+
+        vocabulary, is_thing = self.resolve_vocabulary(vocab)
+        self.model.set_vocabulary(vocabulary, is_thing)
+        syn = F.normalize(self.model.text_embeddings().float(), dim=-1)
+        index = synonym_index(vocabulary).to(syn.device)
+        classes = syn.new_zeros(len(vocabulary), syn.shape[1]).index_add_(0, index, syn)
+        return F.normalize(classes, dim=-1).cpu().numpy(), vocabulary.labels
+
+    @_locked
+    @torch.no_grad()
     def classify_masks(self, image: np.ndarray, masks: np.ndarray,
                        vocab: Vocabulary | str | None = None) -> tuple[np.ndarray, list[str]]:
         """Name given masks: class probabilities float [Q, C] of ``masks`` (Q x H x W bool, at

@@ -104,6 +104,22 @@ def shapes_mask_naming(predictor, num_images: int = 100, split: str = "val", see
     out = _rates(np.asarray(preds), np.asarray(labels))
     out["num_segments"] = len(labels)
     out["thing_errors"] = _thing_errors(preds, labels)
+    if hasattr(predictor, "encode_text"):
+        out["shape_text_cosine"] = _shape_text_cosine(predictor, vocab,
+                                                      out["thing_errors"]["shape_mix_ups"])
+    return out
+
+
+def _shape_text_cosine(predictor, vocab: Vocabulary, mix_ups: dict[str, int]) -> dict[str, float]:
+    """For each shape mix-up "a -> b": the cosine between the text embeddings of "<colour> a"
+    and "<colour> b", averaged over the colours (how close CLIP's text side puts the names)."""
+    emb, _ = predictor.encode_text(vocab)
+    index = {name: i for i, name in enumerate(shapes.CLASS_NAMES)}
+    out = {}
+    for pair in mix_ups:
+        a, b = pair.split(" -> ")
+        cos = [float(emb[index[f"{c} {a}"]] @ emb[index[f"{c} {b}"]]) for c in shapes.COLOURS]
+        out[pair] = round(float(np.mean(cos)), 4)
     return out
 
 

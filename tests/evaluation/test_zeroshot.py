@@ -49,6 +49,42 @@ def test_mask_naming_counts_every_ground_truth_segment():
     assert sum(err["shape_mix_ups"].values()) <= err["shape"] + err["both"]
 
 
+
+class _NamerWithText(_Namer):
+    """The oracle above plus a text side where a name is colour one-hot + shape one-hot: two
+    names of one colour and different shapes have cosine 1/2."""
+
+    def encode_text(self, vocab):
+        colours, shape_names = list(shapes.COLOURS), list(shapes.SHAPES)
+        emb = np.zeros((len(vocab.classes), len(colours) + len(shape_names)), np.float32)
+        for i, name in enumerate(shapes.CLASS_NAMES[: shapes.NUM_THINGS]):
+            c, sh = name.split(" ", 1)
+            emb[i, colours.index(c)] = emb[i, len(colours) + shape_names.index(sh)] = 2 ** -0.5
+        return emb, vocab.labels
+
+
+def test_mask_naming_reports_the_text_cosine_of_each_shape_mix_up():
+    scenes = [shapes.render_sample(0, "val", i, 48) for i in range(6)]
+    out = shapes_mask_naming(_NamerWithText(scenes), num_images=6, size=48)
+    mix_ups = out["thing_errors"]["shape_mix_ups"]
+    assert mix_ups and set(out["shape_text_cosine"]) == set(mix_ups)
+    assert all(v == pytest.approx(0.5) for v in out["shape_text_cosine"].values())
+    assert "shape_text_cosine" not in shapes_mask_naming(_Namer(scenes), num_images=6, size=48)
+
+
+def test_predictor_text_side_is_one_unit_vector_per_class_with_synonyms_averaged():
+    from mmmask.predictor import SegmentationPredictor
+
+    pred = SegmentationPredictor.from_files(None)
+    emb, labels = pred.encode_text("red circle,sky,blue star")
+    assert emb.shape[0] == len(labels) == 3
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert emb[0] @ emb[1] < 0.9  # far apart, so the mean below differs from either name
+    both, _ = pred.encode_text("red circle|sky")  # one class, two (odd) synonyms
+    mean = emb[0] + emb[1]
+    np.testing.assert_allclose(both[0], mean / np.linalg.norm(mean), atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["crop", "region"])
 def test_zero_shot_kinds_on_a_random_clip(kind):
     from mmmask.modeling.clip import CLIPBackbone
