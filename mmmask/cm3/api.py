@@ -247,12 +247,14 @@ class CM3Generator:
         unchanged (spans may also cover unselected cells between merged runs).
         """
         codes = codes.reshape(-1).clone()
-        text = truncate_caption(prompt or "", self.max_caption)
-        doc = build_document(self.vocab, text, codes)
-        off = doc.image_span[0]
         spans = cells_to_spans(cells, min(self.max_spans, self.vocab.num_sentinels))
         if not spans:
             raise ValueError("No token cell selected to infill")
+        # each span adds two sentinels, so the alt text gets less room than for a caption
+        room = max_caption_bytes(self.model.config.block_size, codes.numel(), len(spans))
+        text = truncate_caption(prompt or "", room)
+        doc = build_document(self.vocab, text, codes)
+        off = doc.image_span[0]
         scale = self.cfg_scale if cfg_scale is None else cfg_scale
         cond = masked_prompt(self.vocab, doc.ids, [(s + off, e + off) for s, e in spans])
         total = len(cond) + sum(e - s for s, e in spans) + len(spans) - 1

@@ -117,6 +117,18 @@ def test_infill_codes_regenerates_only_spans_and_matches_reference(gen):
     assert torch.equal(new.reshape(-1)[5:7], ref)
 
 
+def test_infill_with_a_long_prompt_and_several_spans_fits_the_block(gen):
+    """The alt text is cut to leave room for the spans' sentinels (a caption-length prompt
+    plus three spans used to overflow the block)."""
+    codes = torch.randint(0, 16, (4, 4))
+    cells = np.zeros((4, 4), bool)
+    cells[0, 0] = cells[1, 2] = cells[3, 1] = True
+    assert len(cells_to_spans(cells, gen.max_spans)) == 3
+    prompt = " ".join(["a red star on the grass"] * 40)
+    new = gen.infill_codes(codes, cells, prompt, temperature=0, cfg_scale=3.0)
+    keep = ~torch.from_numpy(cells)
+    assert new.shape == (4, 4) and torch.equal(new[keep], codes[keep])
+
 def test_from_config_loads_whole_model_checkpoint(gen, tmp_path):
     from mmmask.utils.weights import save_safetensors
 
