@@ -1,6 +1,7 @@
 """evaluate_cm3 on a tiny random CM3 generator and a fake segmenter."""
 
 import numpy as np
+import pytest
 import torch
 
 from mmmask.cm3.api import CM3Generator
@@ -57,13 +58,14 @@ def test_evaluate_cm3_reports_every_figure():
     assert out["num_generated"] == 4
 
 
-def test_evaluate_infilling_compares_both_sided_and_left_only_context():
+@pytest.mark.parametrize("block_size", [160, 64])  # 64: the captions must be cut to fit
+def test_evaluate_infilling_compares_both_sided_and_left_only_context(block_size):
     from mmmask.evaluation.cm3_eval import evaluate_infilling
 
     cfg = get_cfg()
     cfg.CM3.VQ.IMAGE_SIZE, cfg.CM3.VQ.DOWNSAMPLE = 32, 8
     cfg.CM3.VQ.HIDDEN_DIM, cfg.CM3.VQ.CODEBOOK_SIZE, cfg.CM3.VQ.CODEBOOK_DIM = 8, 16, 8
-    cfg.CM3.N_LAYER, cfg.CM3.N_HEAD, cfg.CM3.N_EMBD, cfg.CM3.BLOCK_SIZE = 1, 2, 32, 160
+    cfg.CM3.N_LAYER, cfg.CM3.N_HEAD, cfg.CM3.N_EMBD, cfg.CM3.BLOCK_SIZE = 1, 2, 32, block_size
     gen = CM3Generator.from_config(cfg, weights="")
     out = evaluate_infilling(gen, num_images=3, seed=4242)
     for mode in ("masked", "left"):
