@@ -38,7 +38,12 @@ def main(argv=None) -> int:
         if not args.infill_only:
             seg = None if args.no_judge else SegmentationPredictor.from_files(args.seg_config_file)
             result = evaluate_cm3(gen, seg, args.num_images, args.num_generated)
-        result.update(evaluate_infilling(gen, args.num_images))
+        try:
+            result.update(evaluate_infilling(gen, args.num_images))
+        except Exception:
+            if result:  # keep the figures measured so far, then fail with the error
+                report(result, args.output)
+            raise
         return report(result, args.output)
 
     return run_guarded(run)
