@@ -237,6 +237,13 @@ class CM3Generator:
         out = self.decode_codes(codes, (H, W))
         return np.where(mask[..., None], out, img)
 
+    def infill_alt_text(self, prompt: str | None, num_spans: int) -> str:
+        """``prompt`` cut to fit a masked document with ``num_spans`` spans (each span adds two
+        sentinels, so the alt text gets less room than a caption)."""
+        n = self.grid[0] * self.grid[1]
+        return truncate_caption(prompt or "", max_caption_bytes(self.model.config.block_size, n,
+                                                                num_spans))
+
     def infill_codes(self, codes: torch.Tensor, cells: np.ndarray, prompt: str | None = None, *,
                      seed: int = 0, cfg_scale: float | None = None,
                      temperature: float | None = None, top_k: int | None = None
@@ -250,9 +257,7 @@ class CM3Generator:
         spans = cells_to_spans(cells, min(self.max_spans, self.vocab.num_sentinels))
         if not spans:
             raise ValueError("No token cell selected to infill")
-        # each span adds two sentinels, so the alt text gets less room than for a caption
-        room = max_caption_bytes(self.model.config.block_size, codes.numel(), len(spans))
-        text = truncate_caption(prompt or "", room)
+        text = self.infill_alt_text(prompt, len(spans))
         doc = build_document(self.vocab, text, codes)
         off = doc.image_span[0]
         scale = self.cfg_scale if cfg_scale is None else cfg_scale

@@ -118,7 +118,7 @@ def evaluate_infilling(generator, num_images: int = 100, seed: int = 4242) -> di
     Reports, per mode, the share of span tokens equal to the original codes and the PSNR of the
     decoded region against the original pixels (the VQ round trip of the region is the ceiling).
     """
-    from mmmask.cm3.documents import build_document, max_caption_bytes, truncate_caption
+    from mmmask.cm3.documents import build_document
     from mmmask.cm3.generate import IncrementalDecoder
     from mmmask.cm3.regions import cells_to_spans, mask_to_cells
 
@@ -141,9 +141,7 @@ def evaluate_infilling(generator, num_images: int = 100, seed: int = 4242) -> di
         pos = _span_positions(spans)
         truth = codes.reshape(-1)[pos]
         total += len(pos)
-        # one alt text for both modes, cut (if need be) to what the masked document leaves room for
-        room = max_caption_bytes(model.config.block_size, codes.numel(), len(spans))
-        caption = truncate_caption(s.caption, room)
+        caption = generator.infill_alt_text(s.caption, len(spans))  # the same for both modes
         # Both sides: the CM3 infilling prompt (no guidance, greedy).
         filled = generator.infill_codes(codes, cells, caption, cfg_scale=1.0, temperature=0.0)
         out = {"masked": filled}
