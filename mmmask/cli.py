@@ -7,7 +7,6 @@ Every sub-command answers bad input with one line on stderr and a non-zero exit 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import shlex
@@ -196,12 +195,6 @@ _VALUE_FLAGS = {"--vocab", "--vocab-file", "--task", "--generator", "--out", "--
                 "--seg-weights", "--seg-opts", "--cm3-config-file", "--cm3-weights", "--cm3-opts"}
 
 
-def _quiet_random_init(record: logging.LogRecord) -> bool:
-    """Drop open_clip's "initialized randomly" warning: an empty MODEL.CLIP.PRETRAINED asks for
-    random weights on purpose, and stderr is kept for the one-line errors."""
-    return "initialized randomly" not in record.getMessage()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -212,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         (parser if args.command is None else parser.generate_parser).print_help()
         return EXIT_USAGE
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    logging.getLogger().addFilter(_quiet_random_init)  # same object: added once
     handler = {"segment": cmd_segment, "generate": cmd_generate, "demo": cmd_demo}[args.command]
     return run_guarded(lambda: handler(args))
 
