@@ -37,13 +37,11 @@ def main(argv=None) -> int:
 
             vq = CM3Generator.from_files().vq
         else:
-            from mmmask.config import get_cfg
+            from mmmask.config import load_cfg
             from mmmask.modeling import build_model
             from mmmask.utils.weights import load_matching, load_state_dict_file
 
-            cfg = get_cfg()
-            cfg.merge_from_file(args.config_file)
-            cfg.merge_from_list(args.opts)
+            cfg = load_cfg(args.config_file, args.opts)
             if not args.weights:
                 raise ValueError("--config-file needs --weights (the tokenizer's trained weights)")
             vq = build_model(cfg)

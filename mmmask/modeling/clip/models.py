@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import open_clip
@@ -60,19 +59,13 @@ class _DropRandomInitWarning(logging.Filter):
         return not record.getMessage().startswith("No pretrained weights loaded for model")
 
 
-@contextmanager
-def _quiet_random_init():
+def _create_untrained(model_name: str):
     root, drop = logging.getLogger(), _DropRandomInitWarning()
     root.addFilter(drop)
     try:
-        yield
+        return open_clip.create_model(model_name, pretrained=None)
     finally:
         root.removeFilter(drop)
-
-
-def _create_untrained(model_name: str):
-    with _quiet_random_init():
-        return open_clip.create_model(model_name, pretrained=None)
 
 
 def _is_local_file(pretrained: str) -> bool:
