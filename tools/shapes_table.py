@@ -33,7 +33,7 @@ ROWS = [
     ("SAM + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "sam", NO_CROP),
     ("PMP + mask crops (crop-and-classify, frozen CLIP)", "mmmask/weights/shapes_ovseg.yaml", "",
      "pmp", ["MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.ENSEMBLE.ENABLED", "False",
-      "MODEL.MASK_CROP.OWN_TOWER", "False"] + NO_CROP),
+      "MODEL.MASK_CROP.OWN_TOWER", "False", "MODEL.MASK_CROP.CROP_SIZE", "0"] + NO_CROP),
     ("PMP + mask-adapted crops (tower trained on the seen classes)",
      "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
      ["MODEL.ENSEMBLE.ENABLED", "False", "MODEL.MASK_CROP.FUSION_WEIGHT", "1.0"]),

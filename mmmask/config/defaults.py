@@ -184,6 +184,13 @@ _C.MODEL.MASK_CROP.FUSION_WEIGHT = 0.0
 # MODEL.MASK_ADAPTER.TRAIN_MASKS "mixed" (unmatched ones as void).
 _C.MODEL.MASK_CROP.OWN_TOWER = False
 _C.MODEL.MASK_CROP.TRAIN = False
+# The frame of the masks TRAIN learns from: "features" (the mask features' 1/4 resolution, as the
+# Mask-Adapter) or "image" (ground-truth masks at the image's resolution, predicted masks resized
+# to it), so that crops show an object's own outline. "image" costs B x masks x H x W memory.
+_C.MODEL.MASK_CROP.TRAIN_MASK_SIZE = "features"
+# Side of the crops (0 = MODEL.CLIP.IMAGE_SIZE). Larger crops show small objects in more detail;
+# only for towers that take any input size (ConvNeXt; a ViT keeps its training size).
+_C.MODEL.MASK_CROP.CROP_SIZE = 0
 
 # ---- Inference ------------------------------------------------------------------------------
 _C.MODEL.TEST = CN()

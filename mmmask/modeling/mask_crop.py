@@ -30,7 +30,19 @@ from ..registry import MASK_CLASSIFIER_REGISTRY
 from .mask_pooling import (MAX_LOGIT_SCALE, ClassifierOutput, check_classifier_inputs,
                            classifier_losses, cosine_logits)
 
-__all__ = ["MaskCrop", "mask_boxes"]
+__all__ = ["MaskCrop", "mask_boxes", "resize_mask_probs"]
+
+
+def resize_mask_probs(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """[..., h, w] mask probabilities -> [..., *size], interpolated bilinearly as logits: an
+    outline between two coarse pixels keeps its place and stays sharp (resizing the
+    probabilities themselves would smear it over a coarse pixel)."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    lead = masks.shape[:-2]
+    flat = torch.logit(masks.reshape(-1, 1, *masks.shape[-2:]).float(), eps=1e-4)
+    out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False).sigmoid()
+    return out.reshape(*lead, *size).to(masks.dtype)
 
 
 def mask_boxes(masks: Tensor, context: float, threshold: float = 0.5) -> Tensor:
@@ -102,8 +114,8 @@ class MaskCrop(nn.Module):
         """
         super().__init__()
         if crop_size < 8:
-            raise ValueError("MaskCrop crop size (MODEL.CLIP.IMAGE_SIZE) must be >= 8; got "
-                             f"{crop_size}")
+            raise ValueError("MaskCrop crop size (MODEL.MASK_CROP.CROP_SIZE, else "
+                             f"MODEL.CLIP.IMAGE_SIZE) must be >= 8; got {crop_size}")
         if context < 1:
             raise ValueError(f"MODEL.MASK_CROP.CONTEXT must be >= 1 (1 = tight box); got {context}")
         extra_contexts = tuple(float(c) for c in extra_contexts)
@@ -133,7 +145,7 @@ class MaskCrop(nn.Module):
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:
         ma, mc = cfg.MODEL.MASK_ADAPTER, cfg.MODEL.MASK_CROP
-        return {"crop_size": cfg.MODEL.CLIP.IMAGE_SIZE, "context": mc.CONTEXT,
+        return {"crop_size": mc.CROP_SIZE or cfg.MODEL.CLIP.IMAGE_SIZE, "context": mc.CONTEXT,
                 "background": mc.BACKGROUND, "batch_size": mc.BATCH_SIZE,
                 "logit_scale": mc.LOGIT_SCALE, "class_weight": ma.CLASS_WEIGHT,
                 "consistency_weight": ma.CONSISTENCY_WEIGHT, "void_weight": ma.VOID_WEIGHT,
@@ -153,10 +165,7 @@ class MaskCrop(nn.Module):
     @staticmethod
     def _image_frame(images: Tensor, masks: Tensor) -> Tensor:
         """Masks resized to the images' frame, flattened to [B*Q, 1, H, W]."""
-        full = masks.to(images.dtype)
-        if tuple(full.shape[-2:]) != tuple(images.shape[-2:]):
-            full = F.interpolate(full, size=images.shape[-2:], mode="bilinear",
-                                 align_corners=False)
+        full = resize_mask_probs(masks.to(images.dtype), tuple(images.shape[-2:]))
         return full.flatten(0, 1)[:, None]
 
     def _crops(self, images: Tensor, flat: Tensor, context: float | None) -> Tensor:
@@ -198,8 +207,11 @@ class MaskCrop(nn.Module):
 
     def losses(self, output: ClassifierOutput, targets_classes: Tensor,
                consistency_groups: Tensor | None = None) -> dict[str, Tensor]:
-        """``{"loss_crop_ce", "loss_consistency"}`` (see :func:`classifier_losses`)."""
-        return classifier_losses(output, targets_classes, consistency_groups,
-                                 class_weight=self.class_weight,
-                                 consistency_weight=self.consistency_weight,
-                                 void_weight=self.void_weight, prefix="crop")
+        """``{"loss_crop_ce", "loss_crop_consistency"}`` (see :func:`classifier_losses`; its own
+        name for the consistency term, which adds to the main classifier's when both train)."""
+        losses = classifier_losses(output, targets_classes, consistency_groups,
+                                   class_weight=self.class_weight,
+                                   consistency_weight=self.consistency_weight,
+                                   void_weight=self.void_weight, prefix="crop")
+        losses["loss_crop_consistency"] = losses.pop("loss_consistency")
+        return losses

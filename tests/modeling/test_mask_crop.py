@@ -9,7 +9,7 @@ from torchvision.ops import roi_align
 from mmmask.data.loader import build_test_loader
 from mmmask.modeling import build_model
 from mmmask.modeling.clip import CLIPBackbone
-from mmmask.modeling.mask_crop import MaskCrop, mask_boxes
+from mmmask.modeling.mask_crop import MaskCrop, mask_boxes, resize_mask_probs
 
 from test_open_vocab import tiny_cfg
 
@@ -100,6 +100,38 @@ def test_test_time_ensemble_averages_box_sizes_and_mirror_images():
     assert clf.contexts == (1.5, 1.75, 2.0) and clf.flip
 
 
+def test_mask_probabilities_are_resized_as_logits():
+    # a coarse mask whose outline falls between two coarse pixels
+    coarse = torch.full((1, 1, 4, 8), 0.02)
+    coarse[..., :4] = 0.98
+    fine = resize_mask_probs(coarse, (16, 32))
+    assert fine.shape == (1, 1, 16, 32)
+    assert torch.equal(resize_mask_probs(coarse, (4, 8)), coarse)
+    row = fine[0, 0, 8]
+    assert (row[:16] > 0.5).all() and (row[16:] < 0.5).all()  # the outline keeps its place
+    smeared = F.interpolate(coarse, size=(16, 32), mode="bilinear", align_corners=False)[0, 0, 8]
+    # sharper than resizing the probabilities: fewer pixels in between
+    between = ((row > 0.1) & (row < 0.9)).sum()
+    assert between < ((smeared > 0.1) & (smeared < 0.9)).sum()
+    # binary masks stay binary where the coarse pixels agree; any leading dims
+    hard = resize_mask_probs((coarse > 0.5).float()[0], (16, 32))
+    assert hard.shape == (1, 16, 32) and hard[0, 0, 0] > 0.99 and hard[0, 0, -1] < 0.01
+
+
+def test_crop_size_and_its_limits():
+    cfg = tiny_cfg("MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.MASK_CROP.CROP_SIZE", "48")
+    clf = build_model(cfg).classifier
+    assert clf.crop_size == 48
+    masks = _square(64, 64, 10, 30, 10, 50)[None, None]
+    assert clf.crops(torch.randn(1, 3, 64, 64), masks).shape == (1, 3, 48, 48)
+    assert build_model(tiny_cfg("MODEL.MASK_CLASSIFIER.NAME", "MaskCrop")).classifier.crop_size \
+        == cfg.MODEL.CLIP.IMAGE_SIZE  # 0 = CLIP's own size
+    with pytest.raises(ValueError, match="ViT"):
+        build_model(tiny_cfg("MODEL.CLIP.MODEL_NAME", "mmmask-shapes-vit",
+                             "MODEL.MASK_CLASSIFIER.NAME", "MaskCrop",
+                             "MODEL.MASK_CROP.CROP_SIZE", "48"))
+
+
 def test_bad_settings_fail_clearly():
     with pytest.raises(ValueError, match="EXTRA_CONTEXTS"):
         MaskCrop(dense_dim=4, embed_dim=8, extra_contexts=(2.0, 0.5))
@@ -109,6 +141,10 @@ def test_bad_settings_fail_clearly():
         MaskCrop(dense_dim=4, embed_dim=8, background=2.0)
     with pytest.raises(ValueError, match="FUSION_WEIGHT"):
         build_model(tiny_cfg("MODEL.MASK_CROP.FUSION_WEIGHT", "1.5"))
+    with pytest.raises(ValueError, match="TRAIN_MASK_SIZE"):
+        build_model(tiny_cfg("MODEL.MASK_CROP.TRAIN_MASK_SIZE", "full"))
+    with pytest.raises(ValueError, match="CROP_SIZE"):
+        MaskCrop(dense_dim=4, embed_dim=8, crop_size=4)
     with pytest.raises(ValueError, match="MaskCrop already"):
         build_model(tiny_cfg("MODEL.MASK_CLASSIFIER.NAME", "MaskCrop",
                              "MODEL.MASK_CROP.FUSION_WEIGHT", "0.5"))
@@ -171,7 +207,7 @@ def test_training_the_crop_tower_moves_only_the_tower():
     losses = []
     for _ in range(8):
         loss_dict = model(batch)
-        assert set(loss_dict) == {"loss_crop_ce", "loss_consistency"}
+        assert set(loss_dict) == {"loss_crop_ce", "loss_crop_consistency"}
         loss = sum(loss_dict.values())
         opt.zero_grad()
         loss.backward()
@@ -184,6 +220,43 @@ def test_training_the_crop_tower_moves_only_the_tower():
     assert any(k.startswith("crop_classifier.tower.") for k in model.state_dict())
     out = model.eval()(next(iter(build_test_loader(cfg, "shapes_ov_val"))))[0]
     assert out["sem_seg"].shape[0] == 70
+
+
+@pytest.mark.parametrize("size", ["features", "image"])
+def test_crop_tower_trains_on_masks_of_the_chosen_frame(size, monkeypatch):
+    cfg = tiny_cfg("MODEL.TRAIN_GENERATOR", "False", "MODEL.MASK_CROP.FUSION_WEIGHT", "0.5",
+                   "MODEL.MASK_CROP.OWN_TOWER", "True", "MODEL.MASK_CROP.TRAIN", "True",
+                   "MODEL.MASK_ADAPTER.TRAIN_MASKS", "mixed", "MODEL.TRAIN_CLASSIFIER", "True",
+                   "MODEL.MASK_CROP.TRAIN_MASK_SIZE", size)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    from mmmask.data.loader import build_train_loader
+
+    batch = next(iter(build_train_loader(cfg)))
+    seen = {}
+    for name in ("crop_classifier", "classifier"):
+        head = getattr(model, name)
+        forward = head.forward
+
+        def spy(dense, masks, *args, _name=name, _forward=forward, **kw):
+            seen[_name] = masks
+            return _forward(dense, masks, *args, **kw)
+
+        monkeypatch.setattr(head, "forward", spy)
+    losses = model(batch)
+    # both heads' losses count (each consistency term under its own name)
+    assert set(losses) == {"loss_adapter_ce", "loss_consistency", "loss_crop_ce",
+                           "loss_crop_consistency"}
+    image_size = max(b["image"].shape[-1] for b in batch)
+    feat = seen["classifier"]
+    assert feat.shape[-1] < image_size  # the Mask-Adapter keeps the feature frame
+    crop = seen["crop_classifier"]
+    assert crop.shape[-1] == (feat.shape[-1] if size == "features" else image_size)
+    # the same masks, one per ground-truth segment first: GT masks are binary at either size
+    n_gt = sum(int(model._train_class_map[b["instances"]["classes"]].ge(0).sum()) for b in batch)
+    assert n_gt > 0
+    first = crop[0, 0]
+    assert set(first.unique().tolist()) <= {0.0, 1.0}
 
 
 def test_crop_training_needs_the_own_tower():

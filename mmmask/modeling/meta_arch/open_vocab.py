@@ -22,11 +22,17 @@ from mmmask.registry import (BACKBONE_REGISTRY, MASK_CLASSIFIER_REGISTRY, MASK_G
 
 from ..clip.text import synonym_index
 from ..iou_matching import build_adapter_targets, collate_adapter_targets
+from ..mask_crop import resize_mask_probs
 from ..postprocess import (combine_class_probs, instance_inference, leftover_masks,
                            max_over_synonyms, panoptic_inference, resize_masks,
                            semantic_inference)
 
-__all__ = ["OpenVocabSegmentor", "default_vocabulary"]
+__all__ = ["CROP_MASK_SIZES", "OpenVocabSegmentor", "default_vocabulary"]
+
+# The frame of the masks a trained crop tower learns from: the generator's mask features
+# ("features", 1/4 of the image) or the image itself ("image": ground-truth masks at full
+# resolution, predicted ones resized to it).
+CROP_MASK_SIZES = ("features", "image")
 
 
 def default_vocabulary(dataset_name: str, seen_only: bool = False) -> tuple[Vocabulary, list[bool]]:
@@ -75,7 +81,7 @@ class OpenVocabSegmentor(nn.Module):
                  ensemble: bool = False, alpha: float = 0.4, beta: float = 0.8,
                  ensemble_tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
                  crop_classifier: nn.Module | None = None, crop_weight: float = 0.0,
-                 train_crop: bool = False,
+                 train_crop: bool = False, crop_mask_size: str = "features",
                  leftover_regions: int = 0, leftover_min_area: float = 0.01,
                  tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
                  size_divisibility: int = 32):
@@ -110,6 +116,10 @@ class OpenVocabSegmentor(nn.Module):
         self._crop_train_requested = bool(train_crop)
         self.train_crop = self._crop_train_requested and (
             getattr(self.crop_classifier, "tower", None) is not None)
+        if crop_mask_size not in CROP_MASK_SIZES:
+            raise ValueError(f"MODEL.MASK_CROP.TRAIN_MASK_SIZE must be one of {CROP_MASK_SIZES}; "
+                             f"got {crop_mask_size!r}")
+        self.crop_mask_size = crop_mask_size
         self.register_load_state_dict_post_hook(_crop_towers_follow_backbone)
         if leftover_regions < 0 or not 0 <= leftover_min_area <= 1:
             raise ValueError("MODEL.TEST.LEFTOVER_REGIONS must be >= 0 and LEFTOVER_MIN_AREA in "
@@ -140,6 +150,11 @@ class OpenVocabSegmentor(nn.Module):
         generator = MASK_GENERATOR_REGISTRY.get(cfg.MODEL.MASK_GENERATOR.NAME)(
             cfg, input_shape=backbone.output_shape(), embed_dim=backbone.embed_dim)
         own_tower = bool(cfg.MODEL.MASK_CROP.OWN_TOWER)
+        crop_size = cfg.MODEL.MASK_CROP.CROP_SIZE
+        if backbone.is_vit and crop_size and crop_size != cfg.MODEL.CLIP.IMAGE_SIZE:
+            raise ValueError(f"MODEL.MASK_CROP.CROP_SIZE {crop_size}: a ViT image tower takes "
+                             f"its training size only (MODEL.CLIP.IMAGE_SIZE "
+                             f"{cfg.MODEL.CLIP.IMAGE_SIZE}); set 0")
 
         def tower():  # MaskCrop's own copy of CLIP's image tower
             return copy.deepcopy(backbone.clip.visual) if own_tower else None
@@ -179,6 +194,7 @@ class OpenVocabSegmentor(nn.Module):
             "beta": cfg.MODEL.ENSEMBLE.BETA, "ensemble_tasks": tuple(cfg.MODEL.ENSEMBLE.TASKS),
             "crop_classifier": crop, "crop_weight": crop_weight,
             "train_crop": cfg.MODEL.MASK_CROP.TRAIN,
+            "crop_mask_size": cfg.MODEL.MASK_CROP.TRAIN_MASK_SIZE,
             "leftover_regions": t.LEFTOVER_REGIONS, "leftover_min_area": t.LEFTOVER_MIN_AREA,
         }
 
@@ -264,32 +280,47 @@ class OpenVocabSegmentor(nn.Module):
                     with torch.no_grad():
                         proposals = self.mask_generator(feats, text)
                 pred = proposals.pred_masks.detach().sigmoid()
-            per_image = []
-            for i, t in enumerate(targets):
-                size = feats["res2"].shape[-2:]
-                if len(t["masks"]):
-                    gt = F.interpolate(t["masks"][None].float(), size=size, mode="bilinear",
-                                       align_corners=False)[0] > 0.5
-                else:  # no seen segment in this image
-                    gt = torch.zeros((0, *size), dtype=torch.bool, device=self.device)
-                per_image.append(build_adapter_targets(
-                    None if pred is None else pred[i], gt, t["classes"],
-                    self.adapter_iou_threshold, mode=self.adapter_masks,
-                    num_pred=self.adapter_num_pred, unmatched_label=len(self.vocabulary)))
-            masks, classes, groups = collate_adapter_targets(per_image)
-            heads = []  # (classifier, its output) for each classifier being trained
+            feat_size = tuple(feats["res2"].shape[-2:])
+            on_feats = self._classifier_targets(targets, pred, feat_size)
+            heads = []  # (classifier, its output, its targets) for each classifier being trained
             if self.train_classifier:
-                heads.append((self.classifier, self._classify(feats, masks, text, images)))
+                heads.append((self.classifier, self._classify(feats, on_feats[0], text, images),
+                              on_feats))
             if self.train_crop:
+                on_crops = on_feats
+                if self.crop_mask_size == "image":  # crops see the objects' own outlines
+                    on_crops = self._classifier_targets(targets, pred, tuple(images.shape[-2:]))
                 heads.append((self.crop_classifier, self.crop_classifier(
-                    feats["clip_dense"], masks, text, self.backbone, images=images)))
-            for head, out in heads:
+                    feats["clip_dense"], on_crops[0], text, self.backbone, images=images),
+                    on_crops))
+            for head, out, (_, classes, groups) in heads:
                 out = dataclasses.replace(out, logits=self._aggregate(out.logits))
                 losses.update(head.losses(out, classes, groups))
         if not losses:
             raise RuntimeError("Nothing to train: MODEL.TRAIN_GENERATOR, TRAIN_CLASSIFIER and "
                                "MASK_CROP.TRAIN are off")
         return losses
+
+    def _classifier_targets(self, targets: list[dict], pred: torch.Tensor | None,
+                            size: tuple[int, int]):
+        """The masks a classifier trains on (ground truth, plus matched and unmatched predicted
+        masks in "mixed" mode) at ``size``, collated: ``(masks [B,M,*size], classes, groups)``."""
+        if pred is not None:
+            pred = resize_mask_probs(pred, size)
+        per_image = []
+        for i, t in enumerate(targets):
+            if len(t["masks"]) and tuple(t["masks"].shape[-2:]) == size:
+                gt = t["masks"].bool()
+            elif len(t["masks"]):
+                gt = F.interpolate(t["masks"][None].float(), size=size, mode="bilinear",
+                                   align_corners=False)[0] > 0.5
+            else:  # no seen segment in this image
+                gt = torch.zeros((0, *size), dtype=torch.bool, device=self.device)
+            per_image.append(build_adapter_targets(
+                None if pred is None else pred[i], gt, t["classes"],
+                self.adapter_iou_threshold, mode=self.adapter_masks,
+                num_pred=self.adapter_num_pred, unmatched_label=len(self.vocabulary)))
+        return collate_adapter_targets(per_image)
 
     def _classify(self, feats: dict, masks: torch.Tensor, text: torch.Tensor, images: torch.Tensor):
         """Run the mask classifier (with the images when it crops them, e.g. MaskCrop)."""
