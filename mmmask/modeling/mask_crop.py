@@ -29,6 +29,7 @@ from ..config import configurable
 from ..registry import MASK_CLASSIFIER_REGISTRY
 from .mask_pooling import (MAX_LOGIT_SCALE, ClassifierOutput, check_classifier_inputs,
                            classifier_losses, cosine_logits)
+from .postprocess import resize_masks
 
 __all__ = ["MaskCrop", "mask_boxes", "resize_mask_probs"]
 
@@ -39,10 +40,9 @@ def resize_mask_probs(masks: Tensor, size: tuple[int, int]) -> Tensor:
     probabilities themselves would smear it over a coarse pixel)."""
     if tuple(masks.shape[-2:]) == tuple(size):
         return masks
-    lead = masks.shape[:-2]
-    flat = torch.logit(masks.reshape(-1, 1, *masks.shape[-2:]).float(), eps=1e-4)
-    out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False).sigmoid()
-    return out.reshape(*lead, *size).to(masks.dtype)
+    logits = torch.logit(masks.reshape(-1, *masks.shape[-2:]).float(), eps=1e-4)
+    out = resize_masks(logits, tuple(size)).sigmoid()
+    return out.reshape(*masks.shape[:-2], *size).to(masks.dtype)
 
 
 def mask_boxes(masks: Tensor, context: float, threshold: float = 0.5) -> Tensor:

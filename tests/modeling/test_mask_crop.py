@@ -252,11 +252,16 @@ def test_crop_tower_trains_on_masks_of_the_chosen_frame(size, monkeypatch):
     assert feat.shape[-1] < image_size  # the Mask-Adapter keeps the feature frame
     crop = seen["crop_classifier"]
     assert crop.shape[-1] == (feat.shape[-1] if size == "features" else image_size)
-    # the same masks, one per ground-truth segment first: GT masks are binary at either size
-    n_gt = sum(int(model._train_class_map[b["instances"]["classes"]].ge(0).sum()) for b in batch)
-    assert n_gt > 0
+    # ground-truth masks come first: binary at either size, and the image's own in "image" mode
+    inst = batch[0]["instances"]
+    seen_gt = inst["masks"][model._train_class_map[inst["classes"]] >= 0]
+    assert len(seen_gt) > 0
     first = crop[0, 0]
     assert set(first.unique().tolist()) <= {0.0, 1.0}
+    if size == "image":
+        h, w = seen_gt.shape[-2:]
+        assert torch.equal(first[:h, :w].bool(), seen_gt[0].bool())
+        assert not first[h:].any() and not first[:, w:].any()  # padding stays off
 
 
 def test_crop_training_needs_the_own_tower():

@@ -280,16 +280,22 @@ class OpenVocabSegmentor(nn.Module):
                     with torch.no_grad():
                         proposals = self.mask_generator(feats, text)
                 pred = proposals.pred_masks.detach().sigmoid()
+            frames: dict = {}  # size -> the training masks at that size, built once
+
+            def masks_at(size):
+                if size not in frames:
+                    frames[size] = self._classifier_targets(targets, pred, size)
+                return frames[size]
+
             feat_size = tuple(feats["res2"].shape[-2:])
-            on_feats = self._classifier_targets(targets, pred, feat_size)
             heads = []  # (classifier, its output, its targets) for each classifier being trained
             if self.train_classifier:
+                on_feats = masks_at(feat_size)
                 heads.append((self.classifier, self._classify(feats, on_feats[0], text, images),
                               on_feats))
-            if self.train_crop:
-                on_crops = on_feats
-                if self.crop_mask_size == "image":  # crops see the objects' own outlines
-                    on_crops = self._classifier_targets(targets, pred, tuple(images.shape[-2:]))
+            if self.train_crop:  # "image": crops see the objects' own outlines
+                on_crops = masks_at(tuple(images.shape[-2:]) if self.crop_mask_size == "image"
+                                    else feat_size)
                 heads.append((self.crop_classifier, self.crop_classifier(
                     feats["clip_dense"], on_crops[0], text, self.backbone, images=images),
                     on_crops))
