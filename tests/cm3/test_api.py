@@ -129,6 +129,7 @@ def test_infill_with_a_long_prompt_and_several_spans_fits_the_block(gen):
     keep = ~torch.from_numpy(cells)
     assert new.shape == (4, 4) and torch.equal(new[keep], codes[keep])
 
+
 def test_from_config_loads_whole_model_checkpoint(gen, tmp_path):
     from mmmask.utils.weights import save_safetensors
 
