@@ -178,11 +178,14 @@ _C.MODEL.MASK_CROP.LOGIT_SCALE = 20.0
 # distributions geometrically, p ~ p_classifier^(1-w) * p_crop^w (w = FUSION_WEIGHT; 0 = off).
 _C.MODEL.MASK_CROP.FUSION_WEIGHT = 0.0
 # Crops go through MaskCrop's own copy of CLIP's image tower (initialised from the backbone's,
-# saved with the model) instead of the frozen backbone; the text side stays CLIP's. TRAIN trains
+# saved with the model) instead of the frozen backbone (the text side: OWN_TEXT_TOWER). TRAIN trains
 # that copy (with the logit scale and void logit) on the classifier's training masks, as a
 # mask-adapted CLIP: ground-truth masks of the seen classes, plus predicted masks with
 # MODEL.MASK_ADAPTER.TRAIN_MASKS "mixed" (unmatched ones as void).
 _C.MODEL.MASK_CROP.OWN_TOWER = False
+# MaskCrop names masks with its own copy of CLIP's text transformer (the token embedding table
+# stays shared and frozen), trained with it by TRAIN on the seen class names.
+_C.MODEL.MASK_CROP.OWN_TEXT_TOWER = False
 _C.MODEL.MASK_CROP.TRAIN = False
 # The frame of the masks TRAIN learns from: "features" (the mask features' 1/4 resolution, as the
 # Mask-Adapter) or "image" (ground-truth masks at the image's resolution, predicted masks resized

@@ -95,7 +95,8 @@ class MaskCrop(nn.Module):
                  logit_scale: float = 20.0, void_logit: float = 0.0, class_weight: float = 1.0,
                  consistency_weight: float = 1.0, void_weight: float = 0.1,
                  learnable: bool = True, extra_contexts: tuple[float, ...] = (),
-                 flip: bool = False, tower: nn.Module | None = None) -> None:
+                 flip: bool = False, tower: nn.Module | None = None,
+                 text_tower: nn.Module | None = None) -> None:
         """
         Args:
             dense_dim, embed_dim: CLIP's dense channels (only checked) and embedding size.
@@ -111,6 +112,9 @@ class MaskCrop(nn.Module):
             flip: also embed every crop mirrored left-right and average it in.
             tower: an image encoder (normalised Tensor[N,3,S,S] -> Tensor[N,embed_dim]) used
                 instead of ``backbone.encode_image``, e.g. a trainable copy of CLIP's.
+            text_tower: a text encoder with ``encode_vocabulary(vocab) -> Tensor[S, D]`` (e.g.
+                :class:`mmmask.modeling.clip.TextTower`) whose class embeddings replace the
+                ones the caller passes (see :meth:`text_embeddings`).
         """
         super().__init__()
         if crop_size < 8:
@@ -141,6 +145,7 @@ class MaskCrop(nn.Module):
         self.class_weight, self.consistency_weight = class_weight, consistency_weight
         self.void_weight = void_weight
         self.tower = tower
+        self.text_tower = text_tower
 
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:
@@ -150,6 +155,13 @@ class MaskCrop(nn.Module):
                 "logit_scale": mc.LOGIT_SCALE, "class_weight": ma.CLASS_WEIGHT,
                 "consistency_weight": ma.CONSISTENCY_WEIGHT, "void_weight": ma.VOID_WEIGHT,
                 "extra_contexts": tuple(mc.EXTRA_CONTEXTS), "flip": mc.FLIP}
+
+    def text_embeddings(self, vocab: Any, shared: Tensor) -> Tensor:
+        """The class embeddings to name masks with: ``text_tower``'s for ``vocab`` when there is
+        one, else ``shared`` (the backbone's, Tensor[S, D])."""
+        if self.text_tower is None:
+            return shared
+        return self.text_tower.encode_vocabulary(vocab).to(shared)
 
     @property
     def logit_scale(self) -> Tensor:

@@ -162,3 +162,35 @@ def test_no_random_init_warning_when_mmmask_loads_the_weights(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         open_clip.create_model("mmmask-shapes-convnext", pretrained=None)
     assert [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+
+
+def test_text_tower_copy_starts_equal_trains_and_caches(backbone):
+    from mmmask.modeling.clip import TextTower
+
+    vocab = parse_vocab("red star|red thing,blue ring,sky")
+    tower = TextTower(backbone.text).eval()
+    frozen = backbone.encode_vocabulary(vocab)
+    assert torch.allclose(tower.encode_vocabulary(vocab), frozen, atol=1e-5)
+    # the shared token table is neither a parameter nor saved: only the small transformer copy
+    assert not any("token_embedding" in k for k in tower.state_dict())
+    table = backbone.text._parts()[0].weight.numel()
+    assert sum(p.numel() for p in tower.parameters()) < table
+    cached = tower.encode_vocabulary(vocab)
+    assert tower.encode_vocabulary(vocab) is cached  # re-typing the vocabulary costs nothing
+    # training: gradients reach the copy, never the frozen backbone
+    tower.train()
+    opt = torch.optim.Adam(tower.parameters(), lr=1e-3)
+    for _ in range(5):
+        emb = tower.encode_vocabulary(vocab)
+        loss = emb[0] @ emb[2]  # push "red star" away from "blue ring"
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(p.grad is None for p in backbone.parameters())
+    moved = tower.eval().encode_vocabulary(vocab)
+    assert not moved.requires_grad
+    assert moved[0] @ moved[2] < frozen[0] @ frozen[2] - 0.01  # trained, not from the cache
+    assert torch.equal(backbone.encode_vocabulary(vocab), frozen)
+    # reset to the encoder's weights (what a checkpoint without the copy gets)
+    tower.copy_from_encoder()
+    assert torch.allclose(tower.encode_vocabulary(vocab), frozen, atol=1e-5)

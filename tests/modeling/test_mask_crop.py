@@ -11,7 +11,7 @@ from mmmask.modeling import build_model
 from mmmask.modeling.clip import CLIPBackbone
 from mmmask.modeling.mask_crop import MaskCrop, mask_boxes, resize_mask_probs
 
-from test_open_vocab import tiny_cfg
+from test_open_vocab import tiny_cfg, train_steps
 
 
 def _square(h, w, y0, y1, x0, x1):
@@ -187,12 +187,18 @@ def test_own_tower_replaces_the_backbone_image_tower():
     assert {n.split(".")[0] for n, _ in clf.named_parameters()} >= {"tower"}
 
 
-def test_training_the_crop_tower_moves_only_the_tower():
+def _crop_training(own: str):
+    """Config and model (train mode) training only the crop classifier with its ``own`` tower
+    (``"OWN_TOWER"`` or ``"OWN_TEXT_TOWER"``) on mixed masks."""
     cfg = tiny_cfg("MODEL.TRAIN_GENERATOR", "False", "MODEL.MASK_CROP.FUSION_WEIGHT", "0.5",
-                   "MODEL.MASK_CROP.OWN_TOWER", "True", "MODEL.MASK_CROP.TRAIN", "True",
+                   f"MODEL.MASK_CROP.{own}", "True", "MODEL.MASK_CROP.TRAIN", "True",
                    "MODEL.MASK_ADAPTER.TRAIN_MASKS", "mixed")
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    return cfg, build_model(cfg).train()
+
+
+def test_training_the_crop_tower_moves_only_the_tower():
+    cfg, model = _crop_training("OWN_TOWER")
     tower = model.crop_classifier.tower
     start = {k: v.clone() for k, v in model.state_dict().items()}
     # the copy starts as the backbone's image tower
@@ -294,3 +300,45 @@ def test_a_tower_missing_from_loaded_weights_restarts_from_the_loaded_backbone()
     p = next(model.crop_classifier.tower.parameters())
     q = next(model.backbone.clip.visual.parameters())
     assert torch.allclose(p, q + 1)
+
+
+def test_own_text_tower_names_masks_and_trains_on_the_seen_names():
+    cfg, model = _crop_training("OWN_TEXT_TOWER")
+    text_tower = model.crop_classifier.text_tower
+    assert model.crop_classifier.tower is None  # the image side stays the backbone's
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("crop_classifier.") for n in trainable)
+    assert any(n.startswith("crop_classifier.text_tower.") for n in trainable)
+    from mmmask.data.loader import build_train_loader
+
+    batch = next(iter(build_train_loader(cfg)))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = train_steps(model, batch, 6)
+    assert losses[-1] < losses[0]
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, start[k])}
+    assert any(k.startswith("crop_classifier.text_tower.") for k in moved)
+    assert all(k.startswith("crop_classifier.") for k in moved)
+    # at inference the crops are named with the trained copy, the dense path with the backbone
+    model.eval()
+    vocab = model.vocabulary
+    own = text_tower.encode_vocabulary(vocab)
+    assert not torch.allclose(own, model.backbone.encode_vocabulary(vocab), atol=1e-4)
+    shared = model.text_embeddings()
+    assert torch.equal(model.crop_classifier.text_embeddings(vocab, shared), own)
+    out = model(next(iter(build_test_loader(cfg, "shapes_ov_val"))))[0]
+    assert out["sem_seg"].shape[0] == 70
+
+
+def test_a_text_tower_missing_from_loaded_weights_restarts_from_the_loaded_backbone():
+    torch.manual_seed(0)
+    cfg = tiny_cfg("MODEL.MASK_CROP.FUSION_WEIGHT", "0.5", "MODEL.MASK_CROP.OWN_TEXT_TOWER", "True")
+    earlier = build_model(tiny_cfg())  # an earlier stage: no text tower in its weights
+    with torch.no_grad():
+        for p in earlier.backbone.clip.transformer.parameters():
+            p.add_(0.1)  # a backbone text tower that differs from the one the model was built with
+    model = build_model(cfg)
+    missing, _ = model.load_state_dict(earlier.state_dict(), strict=False)
+    assert any(k.startswith("crop_classifier.text_tower.") for k in missing)
+    vocab = model.vocabulary
+    assert torch.allclose(model.crop_classifier.text_tower.encode_vocabulary(vocab),
+                          earlier.backbone.encode_vocabulary(vocab), atol=1e-5)

@@ -18,6 +18,19 @@ def tiny_cfg(*opts):
     return load_cfg("configs/shapes/pmp.yaml", TINY + list(opts))
 
 
+def train_steps(model, batch, steps: int, lr: float = 3e-3) -> list[float]:
+    """``steps`` AdamW steps of ``model``'s trainable parameters on one batch; the losses."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = sum(model(batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     n = torch.get_num_threads()
@@ -60,14 +73,7 @@ def test_training_steps_lower_the_loss(stage):
     batch = next(iter(build_train_loader(cfg)))
     params = [p for p in model.parameters() if p.requires_grad]
     assert params and all(not p.requires_grad for p in model.backbone.parameters())
-    opt = torch.optim.AdamW(params, lr=3e-3)
-    losses = []
-    for _ in range(12):
-        loss = sum(model(batch).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_steps(model, batch, 12)
     assert losses[-1] < losses[0]
 
 

@@ -5,7 +5,7 @@ from .backbone import CLIPBackbone
 from .distill import CLIPDenseDistiller, grid_boxes
 from .models import create_clip, list_clip_models
 from .pretrain import CLIPPretrainer
-from .text import PROMPT_TEMPLATES, TextEncoder, synonym_index
+from .text import PROMPT_TEMPLATES, TextEncoder, TextTower, encode_text_tokens, synonym_index
 
-__all__ = ["CLIPBackbone", "CLIPDenseDistiller", "grid_boxes", "create_clip", "list_clip_models", "PROMPT_TEMPLATES", "TextEncoder",
-           "synonym_index"]
+__all__ = ["CLIPBackbone", "CLIPDenseDistiller", "grid_boxes", "create_clip", "list_clip_models",
+           "PROMPT_TEMPLATES", "TextEncoder", "TextTower", "encode_text_tokens", "synonym_index"]

@@ -8,6 +8,7 @@ context, for a fraction of the cost.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -16,7 +17,8 @@ from torch import nn
 
 from mmmask.data.vocab import Vocabulary
 
-__all__ = ["PROMPT_TEMPLATES", "TextEncoder", "synonym_index"]
+__all__ = ["PROMPT_TEMPLATES", "TextEncoder", "TextTower", "encode_text_tokens",
+           "synonym_index"]
 
 PROMPT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "single": ("{}",),
@@ -36,6 +38,31 @@ PROMPT_TEMPLATES: dict[str, tuple[str, ...]] = {
 def synonym_index(vocab: Vocabulary) -> torch.Tensor:
     """LongTensor[S]: the class of each synonym, in ``vocab`` order (S = all synonyms)."""
     return torch.tensor([i for i, syns in enumerate(vocab.classes) for _ in syns], dtype=torch.long)
+
+
+def encode_text_tokens(parts: tuple, tokens: torch.LongTensor,
+                       truncate: bool = True) -> torch.Tensor:
+    """Tensor[N, L] token ids -> Tensor[N, D] unnormalised embeddings through a text tower's
+    ``parts`` (token embedding, positional embedding, transformer, final norm, projection,
+    causal mask, pooling). With ``truncate`` the sequence is cut after the longest prompt's end
+    token (exact for the causal, end-token-pooled towers of CLIP)."""
+    emb, pos, transformer, ln_final, proj, attn_mask, pool = parts
+    if pool != "argmax":  # pooling on a fixed position needs the full context
+        truncate = False
+    if truncate:
+        nonpad = (tokens != 0).sum(dim=1)
+        length = int(nonpad.max().item()) if tokens.numel() else 1
+        tokens = tokens[:, : max(length, 1)]
+    n_ctx = tokens.shape[1]
+    x = emb(tokens) + pos[:n_ctx]  # (N, L, W)
+    mask = attn_mask[:n_ctx, :n_ctx] if attn_mask is not None else None
+    x = transformer(x, attn_mask=mask)
+    x = ln_final(x)
+    eot = tokens.argmax(dim=-1)  # end-of-text has the largest id
+    x = x[torch.arange(x.shape[0], device=x.device), eot]  # (N, W)
+    if proj is not None:
+        x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
+    return x
 
 
 class TextEncoder:
@@ -75,23 +102,7 @@ class TextEncoder:
 
         With ``truncate`` the sequence is cut after the longest prompt's end token.
         """
-        emb, pos, transformer, ln_final, proj, attn_mask, pool = self._parts()
-        if pool != "argmax":  # pooling on a fixed position needs the full context
-            truncate = False
-        if truncate:
-            nonpad = (tokens != 0).sum(dim=1)
-            length = int(nonpad.max().item()) if tokens.numel() else 1
-            tokens = tokens[:, : max(length, 1)]
-        n_ctx = tokens.shape[1]
-        x = emb(tokens) + pos[:n_ctx]  # (N, L, W)
-        mask = attn_mask[:n_ctx, :n_ctx] if attn_mask is not None else None
-        x = transformer(x, attn_mask=mask)
-        x = ln_final(x)
-        eot = tokens.argmax(dim=-1)  # end-of-text has the largest id
-        x = x[torch.arange(x.shape[0], device=x.device), eot]  # (N, W)
-        if proj is not None:
-            x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
-        return x
+        return encode_text_tokens(self._parts(), tokens, truncate)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -120,3 +131,82 @@ class TextEncoder:
         prompts = [t.format(n) for n in names for t in self.templates]
         emb = self.encode_prompts(prompts).view(len(names), len(self.templates), -1)
         return F.normalize(emb.mean(dim=1), dim=-1)
+
+
+class TextTower(nn.Module):
+    """A trainable copy of CLIP's text transformer, e.g. for the crop classifier to fine-tune its
+    class names on the seen classes while the backbone's text tower stays frozen.
+
+    The copy holds the positional embedding, the transformer, the final norm and the
+    projection; the token embedding table (most of a CLIP text tower's weights) is shared with
+    the frozen ``encoder`` and neither trained nor saved. ``encode_vocabulary(vocab)`` gives one
+    normalised embedding per synonym (mean over ``encoder``'s prompt templates), with gradients
+    in training and from a per-vocabulary cache otherwise.
+    """
+
+    def __init__(self, encoder: TextEncoder, cache_size: int = 8) -> None:
+        super().__init__()
+        emb, pos, transformer, ln_final, proj, attn_mask, pool = encoder._parts()
+        self._frozen = (encoder,)  # a tuple: the encoder's modules stay out of this state dict
+        self.positional_embedding = nn.Parameter(pos.detach().clone())
+        self.transformer = copy.deepcopy(transformer)
+        self.ln_final = copy.deepcopy(ln_final)
+        if isinstance(proj, nn.Module):
+            self.text_projection = copy.deepcopy(proj)
+        else:
+            self.text_projection = None if proj is None else nn.Parameter(proj.detach().clone())
+        mask = None if attn_mask is None else attn_mask.detach().clone()
+        self.register_buffer("attn_mask", mask, persistent=False)
+        self.pool = pool
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.register_load_state_dict_post_hook(lambda module, _: module.clear_cache())
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    @torch.no_grad()
+    def copy_from_encoder(self) -> None:
+        """Reset the copy to the frozen encoder's current text tower (e.g. after the backbone's
+        weights were loaded)."""
+        _, pos, transformer, ln_final, proj, _, _ = self._frozen[0]._parts()
+        self.positional_embedding.copy_(pos)
+        self.transformer.load_state_dict(transformer.state_dict())
+        self.ln_final.load_state_dict(ln_final.state_dict())
+        if isinstance(proj, nn.Module):
+            self.text_projection.load_state_dict(proj.state_dict())
+        elif proj is not None:
+            self.text_projection.copy_(proj)
+        self.clear_cache()
+
+    def train(self, mode: bool = True) -> "TextTower":
+        self.clear_cache()  # embeddings cached before training would be stale after it
+        return super().train(mode)
+
+    def _parts(self) -> tuple:
+        token_embedding = self._frozen[0]._parts()[0]
+        return (token_embedding, self.positional_embedding, self.transformer, self.ln_final,
+                self.text_projection, self.attn_mask, self.pool)
+
+    def encode_vocabulary(self, vocab: Vocabulary) -> torch.Tensor:
+        """Tensor[S, D]: per synonym of ``vocab``, the normalised mean over prompt templates."""
+        names = tuple(s for syns in vocab.classes for s in syns)
+        grad = self.training and torch.is_grad_enabled()
+        if not grad and names in self._cache:
+            self._cache.move_to_end(names)
+            return self._cache[names]
+        encoder = self._frozen[0]
+        prompts = [t.format(n) for n in names for t in encoder.templates]
+        device = self.positional_embedding.device
+        out = []
+        with torch.set_grad_enabled(grad):
+            for i in range(0, len(prompts), encoder.batch_size):
+                tokens = encoder.tokenizer(prompts[i : i + encoder.batch_size]).to(device)
+                out.append(F.normalize(encode_text_tokens(self._parts(), tokens).float(), dim=-1))
+            emb = torch.cat(out).view(len(names), len(encoder.templates), -1)
+            emb = F.normalize(emb.mean(dim=1), dim=-1)
+        if not grad and self.cache_size > 0:
+            self._cache[names] = emb
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return emb

@@ -20,7 +20,7 @@ from mmmask.data.vocab import Vocabulary
 from mmmask.registry import (BACKBONE_REGISTRY, MASK_CLASSIFIER_REGISTRY, MASK_GENERATOR_REGISTRY,
                              META_ARCH_REGISTRY)
 
-from ..clip.text import synonym_index
+from ..clip.text import TextTower, synonym_index
 from ..iou_matching import build_adapter_targets, collate_adapter_targets
 from ..mask_crop import resize_mask_probs
 from ..postprocess import (combine_class_probs, instance_inference, leftover_masks,
@@ -47,19 +47,24 @@ def default_vocabulary(dataset_name: str, seen_only: bool = False) -> tuple[Voca
 
 
 def _crop_towers_follow_backbone(model: nn.Module, incompatible) -> None:
-    """Load hook: a MaskCrop image tower absent from the loaded weights (e.g. a checkpoint of an
-    earlier stage) restarts as a copy of the backbone's image tower as just loaded, rather than
-    keeping whatever the backbone held when the model was built."""
+    """Load hook: a MaskCrop image (text) tower absent from the loaded weights (e.g. a checkpoint
+    of an earlier stage) restarts as a copy of the backbone's image (text) tower as just loaded,
+    rather than keeping whatever the backbone held when the model was built."""
     missing = set(incompatible.missing_keys)
     for prefix, clf in (("classifier.", model.classifier),
                         ("crop_classifier.", model.crop_classifier)):
         tower = getattr(clf, "tower", None)
-        if tower is None:
-            continue
-        names = [f"{prefix}tower.{n}" for n in tower.state_dict()]
-        if names and all(n in missing for n in names):
+        if tower is not None and _all_missing(missing, f"{prefix}tower.", tower):
             with torch.no_grad():
                 tower.load_state_dict(model.backbone.clip.visual.state_dict())
+        text = getattr(clf, "text_tower", None)
+        if text is not None and _all_missing(missing, f"{prefix}text_tower.", text):
+            text.copy_from_encoder()
+
+
+def _all_missing(missing: set, prefix: str, module: nn.Module) -> bool:
+    names = [prefix + n for n in module.state_dict()]
+    return bool(names) and all(n in missing for n in names)
 
 
 @META_ARCH_REGISTRY.register()
@@ -114,8 +119,9 @@ class OpenVocabSegmentor(nn.Module):
         # Training the crop tower needs one (checked when training starts, so that evaluating a
         # training config with the crops switched off still works).
         self._crop_train_requested = bool(train_crop)
-        self.train_crop = self._crop_train_requested and (
-            getattr(self.crop_classifier, "tower", None) is not None)
+        self.train_crop = self._crop_train_requested and any(
+            getattr(self.crop_classifier, name, None) is not None
+            for name in ("tower", "text_tower"))
         if crop_mask_size not in CROP_MASK_SIZES:
             raise ValueError(f"MODEL.MASK_CROP.TRAIN_MASK_SIZE must be one of {CROP_MASK_SIZES}; "
                              f"got {crop_mask_size!r}")
@@ -156,10 +162,13 @@ class OpenVocabSegmentor(nn.Module):
                              f"its training size only (MODEL.CLIP.IMAGE_SIZE "
                              f"{cfg.MODEL.CLIP.IMAGE_SIZE}); set 0")
 
-        def tower():  # MaskCrop's own copy of CLIP's image tower
-            return copy.deepcopy(backbone.clip.visual) if own_tower else None
+        own_text = bool(cfg.MODEL.MASK_CROP.OWN_TEXT_TOWER)
 
-        extra = {"tower": tower()} if cfg.MODEL.MASK_CLASSIFIER.NAME == "MaskCrop" else {}
+        def towers():  # MaskCrop's own copies of CLIP's image and text towers
+            return {"tower": copy.deepcopy(backbone.clip.visual) if own_tower else None,
+                    "text_tower": TextTower(backbone.text) if own_text else None}
+
+        extra = towers() if cfg.MODEL.MASK_CLASSIFIER.NAME == "MaskCrop" else {}
         classifier = MASK_CLASSIFIER_REGISTRY.get(cfg.MODEL.MASK_CLASSIFIER.NAME)(
             cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim, **extra)
         crop_weight = float(cfg.MODEL.MASK_CROP.FUSION_WEIGHT)
@@ -168,10 +177,10 @@ class OpenVocabSegmentor(nn.Module):
             if cfg.MODEL.MASK_CLASSIFIER.NAME == "MaskCrop":
                 raise ValueError("MODEL.MASK_CROP.FUSION_WEIGHT fuses MaskCrop into another "
                                  "classifier; the classifier is MaskCrop already")
-            # Without its own tower the fusion copy has nothing to save: fixed logit scale.
+            # Without its own towers the fusion copy has nothing to save: fixed logit scale.
             crop = MASK_CLASSIFIER_REGISTRY.get("MaskCrop")(
                 cfg, dense_dim=backbone.dense_dim, embed_dim=backbone.embed_dim,
-                learnable=own_tower, tower=tower())
+                learnable=own_tower or own_text, **towers())
         from mmmask.data.builtin import register_builtin
 
         register_builtin(cfg)  # Shapes-OV sizes and DATASETS.ROOTS
@@ -259,7 +268,8 @@ class OpenVocabSegmentor(nn.Module):
         if self._crop_train_requested and not self.train_crop:
             raise ValueError("MODEL.MASK_CROP.TRAIN trains the fused crop classifier's own image "
                              "tower: set MODEL.MASK_CROP.FUSION_WEIGHT > 0 and "
-                             "MODEL.MASK_CROP.OWN_TOWER True (a MaskCrop main classifier is "
+                             "MODEL.MASK_CROP.OWN_TOWER (or OWN_TEXT_TOWER) True (a MaskCrop main "
+                             "classifier is "
                              "trained by MODEL.TRAIN_CLASSIFIER)")
         if self.vocabulary is not self.train_vocabulary:
             self.set_vocabulary(self.train_vocabulary, self._train_is_thing)
@@ -296,8 +306,9 @@ class OpenVocabSegmentor(nn.Module):
             if self.train_crop:  # "image": crops see the objects' own outlines
                 on_crops = masks_at(tuple(images.shape[-2:]) if self.crop_mask_size == "image"
                                     else feat_size)
+                crop_text = self.crop_classifier.text_embeddings(self.vocabulary, text)
                 heads.append((self.crop_classifier, self.crop_classifier(
-                    feats["clip_dense"], on_crops[0], text, self.backbone, images=images),
+                    feats["clip_dense"], on_crops[0], crop_text, self.backbone, images=images),
                     on_crops))
             for head, out, (_, classes, groups) in heads:
                 out = dataclasses.replace(out, logits=self._aggregate(out.logits))
@@ -331,6 +342,7 @@ class OpenVocabSegmentor(nn.Module):
     def _classify(self, feats: dict, masks: torch.Tensor, text: torch.Tensor, images: torch.Tensor):
         """Run the mask classifier (with the images when it crops them, e.g. MaskCrop)."""
         if getattr(self.classifier, "needs_images", False):
+            text = self.classifier.text_embeddings(self.vocabulary, text)
             return self.classifier(feats["clip_dense"], masks, text, self.backbone, images=images)
         return self.classifier(feats["clip_dense"], masks, text, self.backbone)
 
@@ -404,7 +416,8 @@ class OpenVocabSegmentor(nn.Module):
         cls = self._classify(feats, mask_probs, text, images)
         cls_logits = self._aggregate(cls.logits)
         if self.crop_classifier is not None:  # geometric fusion with the crops' distribution
-            crop = self.crop_classifier(feats["clip_dense"], mask_probs, text,
+            crop_text = self.crop_classifier.text_embeddings(self.vocabulary, text)
+            crop = self.crop_classifier(feats["clip_dense"], mask_probs, crop_text,
                                         self.backbone, images=images)
             w = self.crop_weight
             cls_logits = ((1 - w) * cls_logits.float().log_softmax(-1)
