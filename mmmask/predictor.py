@@ -215,15 +215,21 @@ class SegmentationPredictor:
 
     @_locked
     @torch.no_grad()
-    def encode_text(self, vocab: Vocabulary | str | None = None) -> tuple[np.ndarray, list[str]]:
+    def encode_text(self, vocab: Vocabulary | str | None = None,
+                    crops: bool = False) -> tuple[np.ndarray, list[str]]:
         """The classifier's text side: one unit-norm embedding float [C, D] per class of
         ``vocab`` (the normalised mean over its synonyms, each a prompt-template ensemble), and
-        the C display labels. Cosines between rows show which names CLIP can tell apart."""
+        the C display labels. Cosines between rows show which names CLIP can tell apart. With
+        ``crops``, the names as the crop classifier sees them (its own text tower, if any)."""
         from mmmask.modeling.clip.text import synonym_index
 
         vocabulary, is_thing = self.resolve_vocabulary(vocab)
         self.model.set_vocabulary(vocabulary, is_thing)
-        syn = F.normalize(self.model.text_embeddings().float(), dim=-1)
+        syn = self.model.text_embeddings()
+        crop = getattr(self.model, "crop_classifier", None)
+        if crops and crop is not None:
+            syn = crop.text_embeddings(vocabulary, syn)
+        syn = F.normalize(syn.float(), dim=-1)
         index = synonym_index(vocabulary).to(syn.device)
         classes = syn.new_zeros(len(vocabulary), syn.shape[1]).index_add_(0, index, syn)
         return F.normalize(classes, dim=-1).cpu().numpy(), vocabulary.labels

@@ -105,15 +105,20 @@ def shapes_mask_naming(predictor, num_images: int = 100, split: str = "val", see
     out["num_segments"] = len(labels)
     out["thing_errors"] = _thing_errors(preds, labels)
     if hasattr(predictor, "encode_text"):
-        out["shape_text_cosine"] = _shape_text_cosine(predictor, vocab,
-                                                      out["thing_errors"]["shape_mix_ups"])
+        mix_ups = out["thing_errors"]["shape_mix_ups"]
+        out["shape_text_cosine"] = _shape_text_cosine(predictor, vocab, mix_ups)
+        model = getattr(predictor, "model", None)
+        if getattr(getattr(model, "crop_classifier", None), "text_tower", None) is not None:
+            out["shape_text_cosine_crops"] = _shape_text_cosine(predictor, vocab, mix_ups, True)
     return out
 
 
-def _shape_text_cosine(predictor, vocab: Vocabulary, mix_ups: dict[str, int]) -> dict[str, float]:
+def _shape_text_cosine(predictor, vocab: Vocabulary, mix_ups: dict[str, int],
+                       crops: bool = False) -> dict[str, float]:
     """For each shape mix-up "a -> b": the cosine between the text embeddings of "<colour> a"
-    and "<colour> b", averaged over the colours (how close CLIP's text side puts the names)."""
-    emb, _ = predictor.encode_text(vocab)
+    and "<colour> b", averaged over the colours (how close CLIP's text side puts the names; with
+    ``crops``, the crop classifier's own text tower)."""
+    emb, _ = predictor.encode_text(vocab, crops=True) if crops else predictor.encode_text(vocab)
     index = {name: i for i, name in enumerate(shapes.CLASS_NAMES)}
     out = {}
     for pair in mix_ups:

@@ -49,7 +49,6 @@ def test_mask_naming_counts_every_ground_truth_segment():
     assert sum(err["shape_mix_ups"].values()) <= err["shape"] + err["both"]
 
 
-
 class _NamerWithText(_Namer):
     """The oracle above plus a text side where a name is colour one-hot + shape one-hot: two
     names of one colour and different shapes have cosine 1/2."""
@@ -83,6 +82,24 @@ def test_predictor_text_side_is_one_unit_vector_per_class_with_synonyms_averaged
     both, _ = pred.encode_text("red circle|sky")  # one class, two (odd) synonyms
     mean = emb[0] + emb[1]
     np.testing.assert_allclose(both[0], mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def test_predictor_text_side_of_the_crops_uses_their_own_text_tower():
+    import torch
+
+    from mmmask.predictor import SegmentationPredictor
+
+    pred = SegmentationPredictor.from_files(None, None, ["MODEL.MASK_CROP.OWN_TEXT_TOWER", "True"])
+    vocab = "red circle,red hexagon,sky"
+    backbone, _ = pred.encode_text(vocab)
+    with torch.no_grad():  # a crop text tower that no longer equals the backbone's
+        for p in pred.model.crop_classifier.text_tower.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    pred.model.crop_classifier.text_tower.clear_cache()
+    crops, _ = pred.encode_text(vocab, crops=True)
+    np.testing.assert_allclose(np.linalg.norm(crops, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(crops, backbone, atol=1e-3)
+    np.testing.assert_allclose(pred.encode_text(vocab)[0], backbone, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["crop", "region"])
