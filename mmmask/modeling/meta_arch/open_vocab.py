@@ -267,10 +267,9 @@ class OpenVocabSegmentor(nn.Module):
     def _training_losses(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         if self._crop_train_requested and not self.train_crop:
             raise ValueError("MODEL.MASK_CROP.TRAIN trains the fused crop classifier's own image "
-                             "tower: set MODEL.MASK_CROP.FUSION_WEIGHT > 0 and "
-                             "MODEL.MASK_CROP.OWN_TOWER (or OWN_TEXT_TOWER) True (a MaskCrop main "
-                             "classifier is "
-                             "trained by MODEL.TRAIN_CLASSIFIER)")
+                             "or text tower: set MODEL.MASK_CROP.FUSION_WEIGHT > 0 and "
+                             "MODEL.MASK_CROP.OWN_TOWER or OWN_TEXT_TOWER True (a MaskCrop main "
+                             "classifier is trained by MODEL.TRAIN_CLASSIFIER)")
         if self.vocabulary is not self.train_vocabulary:
             self.set_vocabulary(self.train_vocabulary, self._train_is_thing)
             self._restore_vocabulary = True
