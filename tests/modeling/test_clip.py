@@ -178,6 +178,7 @@ def test_text_tower_copy_starts_equal_trains_and_caches(backbone):
     cached = tower.encode_vocabulary(vocab)
     assert tower.encode_vocabulary(vocab) is cached  # re-typing the vocabulary costs nothing
     # training: gradients reach the copy, never the frozen backbone
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
     tower.train()
     opt = torch.optim.Adam(tower.parameters(), lr=1e-3)
     for _ in range(5):
@@ -190,6 +191,8 @@ def test_text_tower_copy_starts_equal_trains_and_caches(backbone):
     moved = tower.eval().encode_vocabulary(vocab)
     assert not moved.requires_grad
     assert moved[0] @ moved[2] < frozen[0] @ frozen[2] - 0.01  # trained, not from the cache
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
+    backbone.text.clear_cache()  # re-encoded by the backbone itself, not read from its cache
     assert torch.equal(backbone.encode_vocabulary(vocab), frozen)
     # reset to the encoder's weights (what a checkpoint without the copy gets)
     tower.copy_from_encoder()

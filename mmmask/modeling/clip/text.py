@@ -65,6 +65,16 @@ def encode_text_tokens(parts: tuple, tokens: torch.LongTensor,
     return x
 
 
+def _template_mean(per_prompt: torch.Tensor, num_names: int) -> torch.Tensor:
+    """Tensor[S*T, D] prompt embeddings (the T templates of each name together) -> Tensor[S, D]:
+    per name, the normalised mean over its templates."""
+    return F.normalize(per_prompt.view(num_names, -1, per_prompt.shape[-1]).mean(dim=1), dim=-1)
+
+
+def _synonyms(vocab: Vocabulary) -> tuple[str, ...]:
+    return tuple(s for syns in vocab.classes for s in syns)
+
+
 class TextEncoder:
     """Encodes prompts with an open_clip model's text tower; caches embeddings per prompt.
 
@@ -104,6 +114,15 @@ class TextEncoder:
         """
         return encode_text_tokens(self._parts(), tokens, truncate)
 
+    def token_batches(self, prompts: list[str], device) -> list[torch.LongTensor]:
+        """``prompts`` tokenized in batches of at most ``batch_size``."""
+        return [self.tokenizer(prompts[i : i + self.batch_size]).to(device)
+                for i in range(0, len(prompts), self.batch_size)]
+
+    def vocabulary_prompts(self, vocab: Vocabulary) -> list[str]:
+        """Every template applied to every synonym of ``vocab`` (templates innermost)."""
+        return [t.format(n) for n in _synonyms(vocab) for t in self.templates]
+
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Tensor[N, D] L2-normalised embeddings of ``prompts``, from the cache where possible."""
@@ -111,12 +130,9 @@ class TextEncoder:
         todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         self.cache_hits += len(prompts) - len(todo)
         self.cache_misses += len(todo)
-        fresh: dict[str, torch.Tensor] = {}
-        for i in range(0, len(todo), self.batch_size):
-            chunk = todo[i : i + self.batch_size]
-            tokens = self.tokenizer(chunk).to(device)
-            out = F.normalize(self.encode_tokens(tokens).float(), dim=-1)
-            fresh.update(zip(chunk, out))
+        out = [F.normalize(self.encode_tokens(t).float(), dim=-1)
+               for t in self.token_batches(todo, device)]
+        fresh: dict[str, torch.Tensor] = dict(zip(todo, torch.cat(out))) if out else {}
         for p, e in fresh.items():
             if self.cache_size > 0:
                 self._cache[p] = e
@@ -127,10 +143,8 @@ class TextEncoder:
     @torch.no_grad()
     def encode_vocabulary(self, vocab: Vocabulary) -> torch.Tensor:
         """Tensor[S, D]: per synonym, the normalised mean over prompt templates."""
-        names = [s for syns in vocab.classes for s in syns]
-        prompts = [t.format(n) for n in names for t in self.templates]
-        emb = self.encode_prompts(prompts).view(len(names), len(self.templates), -1)
-        return F.normalize(emb.mean(dim=1), dim=-1)
+        return _template_mean(self.encode_prompts(self.vocabulary_prompts(vocab)),
+                              len(_synonyms(vocab)))
 
 
 class TextTower(nn.Module):
@@ -160,6 +174,7 @@ class TextTower(nn.Module):
         self.pool = pool
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._tokens: tuple[tuple, list] = ((), [])  # last (names, device), token batches
         self.register_load_state_dict_post_hook(lambda module, _: module.clear_cache())
 
     def clear_cache(self) -> None:
@@ -190,21 +205,20 @@ class TextTower(nn.Module):
 
     def encode_vocabulary(self, vocab: Vocabulary) -> torch.Tensor:
         """Tensor[S, D]: per synonym of ``vocab``, the normalised mean over prompt templates."""
-        names = tuple(s for syns in vocab.classes for s in syns)
+        names = _synonyms(vocab)
         grad = self.training and torch.is_grad_enabled()
         if not grad and names in self._cache:
             self._cache.move_to_end(names)
             return self._cache[names]
-        encoder = self._frozen[0]
-        prompts = [t.format(n) for n in names for t in encoder.templates]
-        device = self.positional_embedding.device
-        out = []
+        encoder, device = self._frozen[0], self.positional_embedding.device
+        if self._tokens[0] != (names, device):  # training re-encodes one vocabulary every step
+            self._tokens = ((names, device),
+                            encoder.token_batches(encoder.vocabulary_prompts(vocab), device))
+        parts = self._parts()
         with torch.set_grad_enabled(grad):
-            for i in range(0, len(prompts), encoder.batch_size):
-                tokens = encoder.tokenizer(prompts[i : i + encoder.batch_size]).to(device)
-                out.append(F.normalize(encode_text_tokens(self._parts(), tokens).float(), dim=-1))
-            emb = torch.cat(out).view(len(names), len(encoder.templates), -1)
-            emb = F.normalize(emb.mean(dim=1), dim=-1)
+            out = [F.normalize(encode_text_tokens(parts, t).float(), dim=-1)
+                   for t in self._tokens[1]]
+            emb = _template_mean(torch.cat(out), len(names))
         if not grad and self.cache_size > 0:
             self._cache[names] = emb
             while len(self._cache) > self.cache_size:
