@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """How much of an object's shape a VQ tokenizer keeps: a small conv probe trained on the codes of
-single-object Shapes-OV crops names their shape (8 shapes, chance 12.5 %).
+Shapes-OV images names their objects' shapes (8 shapes, chance 12.5 %).
 
     python tools/probe_vq_shapes.py                      # the shipped CM3's tokenizer (8x8 codes)
+    python tools/probe_vq_shapes.py --kind scene         # the objects of scenes, told where
     python tools/probe_vq_shapes.py --config-file configs/shapes/vq.yaml \\
         --weights output/shapes/vq_f4/model_final.safetensors CM3.VQ.DOWNSAMPLE 4
 """
@@ -21,6 +22,9 @@ def main(argv=None) -> int:
     p.add_argument("--num-train", type=int, default=8000)
     p.add_argument("--num-test", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--kind", choices=("crop", "scene"), default="crop",
+                   help="crop: one large object per image; scene: every object of a scene, "
+                        "its mask on the token grid given to the probe")
     p.add_argument("--output", default=None)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
@@ -48,7 +52,7 @@ def main(argv=None) -> int:
             load_matching(vq, load_state_dict_file(args.weights, "--weights"), args.weights)
         vq.eval()
         result = vq_shape_probe(vq.encode, args.num_train, args.num_test, args.epochs,
-                                size=vq.image_size, num_codes=vq.codebook_size)
+                                size=vq.image_size, num_codes=vq.codebook_size, kind=args.kind)
         return report(result, args.output)
 
     return run_guarded(run)

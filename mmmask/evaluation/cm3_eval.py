@@ -172,66 +172,113 @@ def evaluate_infilling(generator, num_images: int = 100, seed: int = 4242) -> di
     }
 
 
+def _probe_items(kind: str, n: int, seed: int, size: int):
+    """``n`` probe images (uint8 Tensor[3, S, S]) and, per object, (image index, mask S x S, shape
+    id). ``crop``: one large object per image; ``scene``: every visible object of a scene."""
+    images, objects = [], []
+    for i in range(n):
+        if kind == "crop":
+            img, _, cid = shapes.render_object_crop(seed, i, size)
+            objects.append((i, None, cid % len(shapes.SHAPES)))
+        else:
+            sample = shapes.render_sample(seed, "captions", i, size)
+            img = sample.image
+            objects += [(i, d["mask"], d["category_id"] % len(shapes.SHAPES))
+                        for d in sample.instances if d["mask"].any()]
+        images.append(torch.from_numpy(img).permute(2, 0, 1))
+    return images, objects
+
+
 def vq_shape_probe(encode, num_train: int = 8000, num_test: int = 2000, epochs: int = 6,
                    size: int = 64, seed: int = 7, num_codes: int | None = None,
-                   batch_size: int = 128) -> dict:
+                   batch_size: int = 128, kind: str = "crop") -> dict:
     """How much of an object's shape its image tokens keep.
 
     ``encode`` maps uint8 images Tensor[B,3,S,S] to codes LongTensor[B,h,w] (a VQ tokenizer's
-    ``encode``). Single-object Shapes-OV crops (:func:`shapes.render_object_crop`, one large
-    shape on one stuff class, drawn from ``seed``) are tokenized, and a small conv net over
-    learned code embeddings is trained on ``num_train`` of them to name the shape (8 classes,
-    chance 12.5 %) and tested on the next ``num_test``. Returns ``{"shape_accuracy": percent
-    on the test crops after each epoch (list), "grid": [h, w], ...}``.
+    ``encode``). A small conv net over learned code embeddings is trained on the objects of
+    ``num_train`` images to name their shape (8 classes, chance 12.5 %) and tested on the objects
+    of the next ``num_test`` images (drawn from ``seed``):
+
+    - ``kind="crop"``: single-object crops (:func:`shapes.render_object_crop`, one large shape
+      on one stuff class); the net pools over the whole grid;
+    - ``kind="scene"``: every visible object of Shapes-OV scenes (what a caption has to name);
+      the object's mask, averaged onto the token grid, is an extra input channel and the
+      pooling weights, so the net is told where the object is and has to say what shape it is.
+
+    Returns ``{"shape_accuracy": percent on the test objects after each epoch (list), "grid":
+    [h, w], "kind", ...}``.
     """
     from torch.nn import functional as F
 
-    n_shapes = len(shapes.SHAPES)
-    images, labels = [], []
-    for i in range(num_train + num_test):
-        img, _, cid = shapes.render_object_crop(seed, i, size)
-        images.append(torch.from_numpy(img).permute(2, 0, 1))
-        labels.append(cid % n_shapes)
+    if kind not in ("crop", "scene"):
+        raise ValueError(f"kind must be 'crop' or 'scene'; got {kind!r}")
+    images, objects = _probe_items(kind, num_train + num_test, seed, size)
     with torch.no_grad():
         codes = torch.cat([encode(torch.stack(images[k:k + 256])).long().cpu()
                            for k in range(0, len(images), 256)])
-    y = torch.tensor(labels)
+    grid = tuple(codes.shape[-2:])
+    image_of = torch.tensor([i for i, _, _ in objects])
+    y = torch.tensor([c for _, _, c in objects])
+    if kind == "scene":  # each object's share of every token cell
+        where = torch.stack([F.adaptive_avg_pool2d(torch.from_numpy(m).float()[None], grid)[0]
+                             for _, m, _ in objects])
+    else:
+        where = torch.ones(len(objects), *grid)
     num_codes = int(codes.max()) + 1 if num_codes is None else int(num_codes)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # seeded probe weights, the caller's RNG untouched
         torch.manual_seed(seed)
-        probe = _probe_net(num_codes, n_shapes, finer=codes.shape[-1] > 8)
+        probe = _ShapeProbe(num_codes, len(shapes.SHAPES), finer=grid[-1] > 8,
+                            located=kind == "scene")
     opt = torch.optim.AdamW(probe.parameters(), lr=3e-3)
-    train_x, train_y = codes[:num_train], y[:num_train]
-    test_x, test_y = codes[num_train:], y[num_train:]
+    train = (image_of < num_train).nonzero()[:, 0]
+    test = (image_of >= num_train).nonzero()[:, 0]
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError("The probe needs objects in both the training and the test images")
     accuracy = []
     for _ in range(epochs):
         probe.train()
-        for idx in torch.randperm(num_train, generator=g).split(batch_size):
-            loss = F.cross_entropy(probe(train_x[idx]), train_y[idx])
+        for idx in train[torch.randperm(len(train), generator=g)].split(batch_size):
+            loss = F.cross_entropy(probe(codes[image_of[idx]], where[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
         probe.eval()
         with torch.no_grad():
-            accuracy.append(100.0 * (probe(test_x).argmax(1) == test_y).float().mean().item())
-    return {"shape_accuracy": accuracy, "grid": list(codes.shape[-2:]), "num_train": num_train,
-            "num_test": num_test, "epochs": epochs}
+            pred = probe(codes[image_of[test]], where[test]).argmax(1)
+            accuracy.append(100.0 * (pred == y[test]).float().mean().item())
+    return {"shape_accuracy": accuracy, "grid": list(grid), "kind": kind, "num_train": num_train,
+            "num_test": num_test, "num_test_objects": len(test), "epochs": epochs}
 
 
-def _probe_net(num_codes: int, num_classes: int, finer: bool) -> torch.nn.Module:
-    """Code embeddings -> two 3x3 convs (one more stride-2 stage for a finer grid, so both
-    grids see the same image extent) -> global pooling -> classes."""
-    from torch import nn
+class _ShapeProbe(torch.nn.Module):
+    """Code embeddings (+ the object's cell mask when ``located``) -> two 3x3 convs (one more
+    stride-2 stage for a finer grid, so both grids see the same image extent) -> pooling (over
+    the object's cells when ``located``, else global) -> classes."""
 
-    layers = [nn.Embedding(num_codes, 32), _ChannelsFirst(), nn.Conv2d(32, 64, 3, padding=1),
-              nn.GELU(), nn.Conv2d(64, 64, 3, padding=1), nn.GELU()]
-    if finer:
-        layers += [nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.GELU()]
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(64, num_classes))
+    def __init__(self, num_codes: int, num_classes: int, finer: bool, located: bool) -> None:
+        from torch import nn
 
+        super().__init__()
+        self.located = located
+        self.embed = nn.Embedding(num_codes, 32)
+        layers = [nn.Conv2d(32 + int(located), 64, 3, padding=1), nn.GELU(),
+                  nn.Conv2d(64, 64, 3, padding=1), nn.GELU()]
+        if finer:
+            layers += [nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.GELU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(64, num_classes)
 
-class _ChannelsFirst(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,h,w,C] -> [B,C,h,w]
-        return x.permute(0, 3, 1, 2)
+    def forward(self, codes: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """codes LongTensor[B, h, w], where Tensor[B, h, w] (object share per cell) -> logits."""
+        from torch.nn import functional as F
+
+        x = self.embed(codes).permute(0, 3, 1, 2)  # (B, C, h, w)
+        if self.located:
+            x = torch.cat([x, where[:, None]], dim=1)
+        x = self.body(x)
+        w = F.adaptive_avg_pool2d(where[:, None], x.shape[-2:])  # (B, 1, h', w')
+        if not self.located:
+            w = torch.ones_like(w)
+        pooled = (x * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1e-6)
+        return self.head(pooled)

@@ -97,3 +97,34 @@ def test_vq_shape_probe_learns_codes_that_carry_the_shape():
     assert good["grid"] == [4, 4] and len(good["shape_accuracy"]) == 8
     assert good["shape_accuracy"][-1] == 100.0
     assert bad["shape_accuracy"][-1] < 50.0
+
+
+def test_vq_shape_probe_on_scene_objects_reads_the_object_it_is_pointed_at():
+    from mmmask.evaluation.cm3_eval import vq_shape_probe
+
+    # An ideal 8x8 tokenizer for 32 px scenes: each cell's code is the shape (+1) of the thing
+    # covering most of it, 0 for stuff; the probe must pick the object it is shown, not any.
+    cells = {}
+    for i in range(90):
+        s = shapes.render_sample(7, "captions", i, 32)
+        sem = torch.from_numpy(s.sem_seg.astype(np.int64))
+        is_thing = torch.tensor(shapes.IS_THING)[sem.clamp(max=len(shapes.IS_THING) - 1)]
+        code = torch.where(is_thing, sem % len(shapes.SHAPES) + 1, torch.zeros_like(sem))
+        blocks = code.reshape(8, 4, 8, 4).permute(0, 2, 1, 3).reshape(8, 8, 16)
+        cells[s.image.tobytes()] = torch.mode(blocks, dim=-1).values
+
+    def informative(batch):
+        return torch.stack([cells[b.permute(1, 2, 0).numpy().tobytes()] for b in batch])
+
+    def blind(batch):
+        return torch.zeros(len(batch), 8, 8, dtype=torch.long)
+
+    good = vq_shape_probe(informative, num_train=60, num_test=30, epochs=10, size=32,
+                          num_codes=len(shapes.SHAPES) + 1, kind="scene")
+    bad = vq_shape_probe(blind, num_train=60, num_test=30, epochs=10, size=32, num_codes=9,
+                         kind="scene")
+    assert good["kind"] == "scene" and good["grid"] == [8, 8] and good["num_test_objects"] > 30
+    assert good["shape_accuracy"][-1] > 60.0
+    assert bad["shape_accuracy"][-1] < 40.0
+    with pytest.raises(ValueError, match="kind"):
+        vq_shape_probe(blind, num_train=2, num_test=2, size=16, kind="region")

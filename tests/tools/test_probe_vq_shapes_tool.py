@@ -31,6 +31,13 @@ def test_probe_tool_reads_a_config_with_overrides_and_weights(tmp_path):
     result = json.loads(out.read_text())
     assert result["grid"] == [vq.image_size // 4] * 2  # the override reached the model
     assert len(result["shape_accuracy"]) == 1 and result["num_test"] == 8
+    assert result["kind"] == "crop"
+    code = _main()(["--config-file", str(ROOT / "configs/shapes/vq.yaml"), "--weights",
+                    str(weights), "--num-train", "6", "--num-test", "3", "--epochs", "1",
+                    "--kind", "scene", "--output", str(out), *opts])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["kind"] == "scene" and result["num_test_objects"] >= 3
 
 
 def test_probe_tool_wants_a_config_with_weights(tmp_path, capsys):
