@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from mmmask.data import shapes
 
@@ -208,8 +210,6 @@ def vq_shape_probe(encode, num_train: int = 8000, num_test: int = 2000, epochs: 
     Returns ``{"shape_accuracy": percent on the test objects after each epoch (list), "grid":
     [h, w], "kind", ...}``.
     """
-    from torch.nn import functional as F
-
     if kind not in ("crop", "scene"):
         raise ValueError(f"kind must be 'crop' or 'scene'; got {kind!r}")
     images, objects = _probe_items(kind, num_train + num_test, seed, size)
@@ -251,14 +251,12 @@ def vq_shape_probe(encode, num_train: int = 8000, num_test: int = 2000, epochs: 
             "num_test": num_test, "num_test_objects": len(test), "epochs": epochs}
 
 
-class _ShapeProbe(torch.nn.Module):
+class _ShapeProbe(nn.Module):
     """Code embeddings (+ the object's cell mask when ``located``) -> two 3x3 convs (one more
     stride-2 stage for a finer grid, so both grids see the same image extent) -> pooling (over
     the object's cells when ``located``, else global) -> classes."""
 
     def __init__(self, num_codes: int, num_classes: int, finer: bool, located: bool) -> None:
-        from torch import nn
-
         super().__init__()
         self.located = located
         self.embed = nn.Embedding(num_codes, 32)
@@ -270,15 +268,12 @@ class _ShapeProbe(torch.nn.Module):
         self.head = nn.Linear(64, num_classes)
 
     def forward(self, codes: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        """codes LongTensor[B, h, w], where Tensor[B, h, w] (object share per cell) -> logits."""
-        from torch.nn import functional as F
-
+        """codes LongTensor[B, h, w], where Tensor[B, h, w] (object share per cell; all ones
+        for a crop) -> logits."""
         x = self.embed(codes).permute(0, 3, 1, 2)  # (B, C, h, w)
         if self.located:
             x = torch.cat([x, where[:, None]], dim=1)
         x = self.body(x)
         w = F.adaptive_avg_pool2d(where[:, None], x.shape[-2:])  # (B, 1, h', w')
-        if not self.located:
-            w = torch.ones_like(w)
         pooled = (x * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1e-6)
         return self.head(pooled)
