@@ -103,7 +103,8 @@ def test_vq_shape_probe_on_scene_objects_reads_the_object_it_is_pointed_at():
     from mmmask.evaluation.cm3_eval import vq_shape_probe
 
     # An ideal 8x8 tokenizer for 32 px scenes: each cell's code is the shape (+1) of the thing
-    # covering most of it, 0 for stuff; the probe must pick the object it is shown, not any.
+    # covering most of it, 0 for stuff. Told where each object is, the probe reads its shape;
+    # codes that carry nothing leave it near chance.
     cells = {}
     for i in range(90):
         s = shapes.render_sample(7, "captions", i, 32)
