@@ -19,28 +19,35 @@ sys.path.insert(0, ROOT)
 
 # (row name, config file, weights, generator, extra KEY VALUE overrides)
 NO_CROP = ["MODEL.MASK_CROP.FUSION_WEIGHT", "0.0"]
+# The rows up to the shipped one name the generator's masks as it predicts them (1/4 resolution);
+# the shipped model refines them first (MODEL.TEST.MASK_REFINE).
+NO_REFINE = ["MODEL.TEST.MASK_REFINE.ENABLED", "False"]
 ROWS = [
     ("plain decoder + mask pooling", "configs/shapes/plain_decoder.yaml",
      "output/shapes/plain_decoder/model_final.safetensors", "pmp",
      ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling", "MODEL.TEST.LEFTOVER_REGIONS", "2"]),
     ("PMP + mask pooling", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
-     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling", "MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP),
+     ["MODEL.MASK_CLASSIFIER.NAME", "MaskPooling", "MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP
+     + NO_REFINE),
     ("PMP + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
-     ["MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP),
+     ["MODEL.ENSEMBLE.ENABLED", "False"] + NO_CROP + NO_REFINE),
     ("PMP + Mask-Adapter + in/out-vocabulary ensemble", "mmmask/weights/shapes_ovseg.yaml", "",
      "pmp", ["MODEL.ENSEMBLE.ENABLED", "True", "MODEL.ENSEMBLE.TASKS",
-             '("semantic", "panoptic", "instance")'] + NO_CROP),
+             '("semantic", "panoptic", "instance")'] + NO_CROP + NO_REFINE),
     ("SAM + Mask-Adapter", "mmmask/weights/shapes_ovseg.yaml", "", "sam", NO_CROP),
     ("PMP + mask crops (crop-and-classify, frozen CLIP)", "mmmask/weights/shapes_ovseg.yaml", "",
      "pmp", ["MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.ENSEMBLE.ENABLED", "False",
       "MODEL.MASK_CROP.OWN_TOWER", "False", "MODEL.MASK_CROP.OWN_TEXT_TOWER", "False",
-      "MODEL.MASK_CROP.CROP_SIZE", "0"] + NO_CROP),
+      "MODEL.MASK_CROP.CROP_SIZE", "0"] + NO_CROP + NO_REFINE),
     ("PMP + mask-adapted crops (image and text towers trained on the seen classes)",
      "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
-     ["MODEL.ENSEMBLE.ENABLED", "False", "MODEL.MASK_CROP.FUSION_WEIGHT", "1.0"]),
+     ["MODEL.ENSEMBLE.ENABLED", "False", "MODEL.MASK_CROP.FUSION_WEIGHT", "1.0"] + NO_REFINE),
     ("PMP + Mask-Adapter x mask-adapted crops + ensemble, no leftover regions",
-     "mmmask/weights/shapes_ovseg.yaml", "", "pmp", ["MODEL.TEST.LEFTOVER_REGIONS", "0"]),
-    ("PMP + Mask-Adapter x mask-adapted crops + ensemble + leftover regions (shipped)",
+     "mmmask/weights/shapes_ovseg.yaml", "", "pmp", ["MODEL.TEST.LEFTOVER_REGIONS", "0"]
+     + NO_REFINE),
+    ("PMP + Mask-Adapter x mask-adapted crops + ensemble + leftover regions",
+     "mmmask/weights/shapes_ovseg.yaml", "", "pmp", NO_REFINE),
+    ("... + masks refined with the image before naming (guided filter; shipped)",
      "mmmask/weights/shapes_ovseg.yaml", "", "pmp", []),
     ("SAM + Mask-Adapter x mask-adapted crops (shipped)", "mmmask/weights/shapes_ovseg.yaml", "",
      "sam", []),

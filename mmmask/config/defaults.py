@@ -208,6 +208,17 @@ _C.MODEL.TEST.MAX_MASKS_CLASSIFIED = 0
 # named by the classifier: a generator can learn to skip classes whose pixels training ignored.
 _C.MODEL.TEST.LEFTOVER_REGIONS = 0
 _C.MODEL.TEST.LEFTOVER_MIN_AREA = 0.01
+# Refine the generator's masks before they are named: upsampled to the image's resolution (the
+# longer side capped at MAX_SIDE, 0 = no cap) and guided-filtered with the image, so outlines
+# follow colour edges. RADIUS is in mask cells (4 image pixels for a stride-4 generator), EPS on
+# 0-1 colours (larger: smoother across weak edges); SUBSAMPLE s > 1 fits the filter on images
+# shrunk s times (fast guided filter: s^2 times cheaper). External masks (SAM) are left as they are.
+_C.MODEL.TEST.MASK_REFINE = CN()
+_C.MODEL.TEST.MASK_REFINE.ENABLED = False
+_C.MODEL.TEST.MASK_REFINE.RADIUS = 1.5
+_C.MODEL.TEST.MASK_REFINE.EPS = 1e-3
+_C.MODEL.TEST.MASK_REFINE.MAX_SIDE = 512
+_C.MODEL.TEST.MASK_REFINE.SUBSAMPLE = 1
 # FC-CLIP-style in-/out-of-vocabulary geometric ensemble of the generator's classes and CLIP's.
 _C.MODEL.ENSEMBLE = CN()
 _C.MODEL.ENSEMBLE.ENABLED = False

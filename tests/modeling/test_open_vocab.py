@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmmask.config import load_cfg
 from mmmask.data.loader import build_test_loader, build_train_loader
@@ -125,6 +126,34 @@ def test_leftover_proposals_follow_external_masks_with_scores():
     assert probs.shape[1] == 2
     with pytest.raises(ValueError, match="B x Q"):
         model.predict_masks(images, masks, scores[:, :1])
+
+
+def test_model_refines_its_masks_before_naming_them():
+    torch.manual_seed(0)
+    plain = build_model(tiny_cfg()).eval()
+    refined = build_model(tiny_cfg("MODEL.TEST.MASK_REFINE.ENABLED", "True",
+                                   "MODEL.TEST.LEFTOVER_REGIONS", "1")).eval()
+    refined.load_state_dict(plain.state_dict())  # nothing of its own to load
+    batch = next(iter(build_test_loader(tiny_cfg(), "shapes_ov_val")))
+    images, sizes = plain._images(batch)
+    _, _, m0 = plain.predict_masks(images, image_sizes=sizes)
+    p1, o1, m1 = refined.predict_masks(images, image_sizes=sizes)
+    q = m0.shape[1]
+    assert m0.shape[-2:] == (images.shape[-2] // 4, images.shape[-1] // 4)
+    assert m1.shape[-2:] == images.shape[-2:] and m1.shape[1] == q + 1
+    assert p1.shape[:2] == o1.shape == (len(batch), q + 1)
+    up = F.interpolate(m0, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    assert not torch.allclose(m1[:, :q], up, atol=1e-2)
+    out = refined(batch)[0]
+    h, w = batch[0]["height"], batch[0]["width"]
+    assert out["sem_seg"].shape == (70, h, w) and out["panoptic_seg"][0].shape == (h, w)
+    # external masks (e.g. SAM's) are named as given
+    ext = torch.rand(len(batch), 2, *images.shape[-2:])
+    _, _, me = refined.predict_masks(images, ext)
+    assert torch.allclose(me, torch.logit(ext, eps=1e-4))
+    with pytest.raises(ValueError, match="MODEL.TEST.MASK_REFINE"):
+        build_model(tiny_cfg("MODEL.TEST.MASK_REFINE.ENABLED", "True",
+                             "MODEL.TEST.MASK_REFINE.EPS", "0.0"))
 
 
 def test_ensemble_can_be_limited_to_some_tasks():

@@ -146,7 +146,8 @@ def _run(quick, device, sections, plan, progress) -> dict:
                     # Larger sizes reuse the warmed-up model: no second warm-up pass.
                     res = pipeline_figures(segmentor(name), size, repeats=r,
                                            warmup=w if i == 0 else 0,
-                                           top_n=plan.top_n if i == 0 else 0)
+                                           top_n=plan.top_n if i == 0 else 0,
+                                           refine=i == 0)
                     results.setdefault("pipeline", {})[f"{label}_{size}"] = dict(res, clip=name)
                     figures.append(_figure(f"pipeline / CLIP trunk, {label} {name} {size}px",
                                            res["pipeline_over_trunk"], key="pipeline_over_trunk"))
@@ -158,6 +159,10 @@ def _run(quick, device, sections, plan, progress) -> dict:
                             f"pipeline (top {plan.top_n} masks classified) / trunk, {label} "
                             f"{size}px", res["pipeline_top_n_over_trunk"],
                             key="pipeline_over_trunk"))
+                    if "refined_over_pipeline" in res:
+                        figures.append(_figure(
+                            f"pipeline with masks refined at {size}px / pipeline, {label}",
+                            res["refined_over_pipeline"]))
         if "crop" in sections:
             log(f"crop-and-classify vs pipeline ({plan.crop_clip}, {plan.crop_size}px)")
             base = segmentor(plan.crop_clip)

@@ -60,14 +60,15 @@ def _batch(image: torch.Tensor) -> list[dict]:
 
 @torch.no_grad()
 def pipeline_figures(model, size: int, *, repeats: int, warmup: int, top_n: int = 0,
-                     with_adapter: bool = True) -> dict:
+                     with_adapter: bool = True, refine: bool = False) -> dict:
     """Pipeline (eval forward) vs CLIP trunk alone, and the Mask-Adapter's share.
 
     Times side by side: ``trunk`` (``model.backbone`` on the normalised image), ``pipeline``
     (``model(batch)``: trunk + PMP + Mask-Adapter on every proposal + semantic post-processing),
     ``adapter`` (the classifier alone on the same features and the PMP's masks) and, with
     ``top_n``, the pipeline classifying only the ``top_n`` most object-like masks
-    (``MODEL.TEST.MAX_MASKS_CLASSIFIED``).
+    (``MODEL.TEST.MAX_MASKS_CLASSIFIED``) and, with ``refine``, the pipeline refining every
+    mask at the image's resolution before naming it (``MODEL.TEST.MASK_REFINE``, defaults).
     """
     device = model.device
     image = random_image(size).to(device)
@@ -89,6 +90,15 @@ def pipeline_figures(model, size: int, *, repeats: int, warmup: int, top_n: int 
                 model.max_masks_classified = 0
 
         fns["pipeline_top_n"] = pipeline_top_n
+    if refine:
+        def pipeline_refined():
+            model.mask_refine = {"radius": 1.5, "eps": 1e-3, "max_side": 512, "subsample": 2}
+            try:
+                return model(batch)
+            finally:
+                model.mask_refine = None
+
+        fns["pipeline_refined"] = pipeline_refined
     t = time_side_by_side(fns, repeats=repeats, warmup=warmup, device=device)
     out = {"size": size, "num_masks": int(masks.shape[1]),
            "dense_map": list(feats["clip_dense"].shape[-2:]),
@@ -99,6 +109,8 @@ def pipeline_figures(model, size: int, *, repeats: int, warmup: int, top_n: int 
     if top_n:
         out["top_n"] = top_n
         out["pipeline_top_n_over_trunk"] = t["pipeline_top_n"].median / t["trunk"].median
+    if refine:
+        out["refined_over_pipeline"] = t["pipeline_refined"].median / t["pipeline"].median
     return out
 
 
