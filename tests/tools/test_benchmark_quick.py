@@ -22,7 +22,8 @@ def test_every_section_gives_its_figures():
     assert set(report["results"]) == set(SECTIONS)
     names = " ".join(f["figure"] for f in report["figures"])
     for part in ("pipeline / CLIP trunk, convnext", "pipeline / CLIP trunk, vit",
-                 "Mask-Adapter share", "top 4 masks", "crop-and-classify", "MaskCrop fusion",
+                 "Mask-Adapter share", "top 4 masks", "masks refined", "SUBSAMPLE 2",
+                 "crop-and-classify", "MaskCrop fusion",
                  "SAM automatic",
                  "naming", "CM3 KV cache / recompute", "text: padded-77 / truncated",
                  "max |padded - truncated|", "mIoU accumulation", "peak memory"):

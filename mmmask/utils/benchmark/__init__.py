@@ -163,6 +163,9 @@ def _run(quick, device, sections, plan, progress) -> dict:
                         figures.append(_figure(
                             f"pipeline with masks refined at {size}px / pipeline, {label}",
                             res["refined_over_pipeline"]))
+                        figures.append(_figure(
+                            f"... refined with MASK_REFINE.SUBSAMPLE 2 / pipeline, {label}",
+                            res["refined_fast_over_pipeline"]))
         if "crop" in sections:
             log(f"crop-and-classify vs pipeline ({plan.crop_clip}, {plan.crop_size}px)")
             base = segmentor(plan.crop_clip)
