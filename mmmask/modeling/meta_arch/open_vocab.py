@@ -134,10 +134,11 @@ class OpenVocabSegmentor(nn.Module):
                              f"[0, 1]; got {leftover_regions}, {leftover_min_area}")
         self.leftover_regions, self.leftover_min_area = int(leftover_regions), leftover_min_area
         # Inference: the generator's masks refined at the image's resolution (guided filter).
-        self.mask_refine = dict(mask_refine) if mask_refine else None
-        if self.mask_refine is not None:
-            r, e, m, s = (self.mask_refine.get(k, 1) for k in ("radius", "eps", "max_side",
-                                                                "subsample"))
+        self.mask_refine = None
+        if mask_refine:
+            self.mask_refine = {"radius": 1.5, "eps": 1e-3, "max_side": 512, "subsample": 1,
+                                **mask_refine}
+            r, e, m, s = (self.mask_refine[k] for k in ("radius", "eps", "max_side", "subsample"))
             if not (r > 0 and e > 0 and m >= 0 and s >= 1):
                 raise ValueError("MODEL.TEST.MASK_REFINE needs RADIUS > 0, EPS > 0, MAX_SIDE >= 0 "
                                  f"and SUBSAMPLE >= 1; got {r}, {e}, {m}, {s}")
@@ -381,7 +382,8 @@ class OpenVocabSegmentor(nn.Module):
         slots 0); ``image_sizes`` (the unpadded size of each image) keeps them out of the
         padding. ``ensemble`` overrides whether the in-/out-of-vocabulary ensemble applies
         (default: ``MODEL.ENSEMBLE.ENABLED``). Returns ``(probs [B,Q,C], objectness [B,Q],
-        mask_logits [B,Q,h,w])``.
+        mask_logits [B,Q,h,w])``; the generator's masks are at its own resolution (1/4 of the
+        padded batch for PMP), or at the batch's with ``MODEL.TEST.MASK_REFINE`` (refined).
         """
         raw = self._predict_raw(images, external_masks, external_scores, image_sizes)
         return self._class_probs(raw, self.ensemble if ensemble is None else ensemble)
