@@ -19,9 +19,10 @@ sys.path.insert(0, ROOT)
 
 # (row name, config file, weights, generator, extra KEY VALUE overrides)
 NO_CROP = ["MODEL.MASK_CROP.FUSION_WEIGHT", "0.0"]
-# The rows up to the shipped one name the generator's masks as it predicts them (1/4 resolution);
-# the shipped model refines them first (MODEL.TEST.MASK_REFINE).
-NO_REFINE = ["MODEL.TEST.MASK_REFINE.ENABLED", "False"]
+# The rows up to the shipped one name the generator's masks as it predicts them (1/4 resolution),
+# with the ensemble weight picked for them (0.5); the shipped model refines them first
+# (MODEL.TEST.MASK_REFINE), and with refined masks trusts CLIP more on the seen classes (0.8).
+NO_REFINE = ["MODEL.TEST.MASK_REFINE.ENABLED", "False", "MODEL.ENSEMBLE.ALPHA", "0.5"]
 ROWS = [
     ("plain decoder + mask pooling", "configs/shapes/plain_decoder.yaml",
      "output/shapes/plain_decoder/model_final.safetensors", "pmp",
