@@ -5,16 +5,19 @@ their outlines between the object's edges. The guided filter (He, Sun and Tang, 
 Filtering", ECCV 2010) makes the filtered mask, in every window, a linear function of the image's
 colours: where the image is flat the mask is smoothed, across a colour edge the mask's step is
 moved onto the edge. :func:`guided_filter` is the colour-guide filter; :func:`refine_mask_logits`
-applies it to a padded batch of mask logits at (up to) the image's resolution.
+applies it to a padded batch of mask logits at (up to) the image's resolution, and
+:class:`MaskRefiner` holds its settings (``MODEL.TEST.MASK_REFINE``) for a model.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["box_filter", "guided_filter", "refine_mask_logits"]
+__all__ = ["box_filter", "guided_filter", "refine_mask_logits", "MaskRefiner"]
 
 
 def box_filter(x: Tensor, radius: int) -> Tensor:
@@ -77,6 +80,12 @@ def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float,
     return torch.cat(out).to(src.dtype) if out else src.clone()
 
 
+def _check_settings(radius: float, eps: float, max_side: int, subsample: int) -> None:
+    if not (radius > 0 and eps > 0 and max_side >= 0 and subsample >= 1):
+        raise ValueError(f"MODEL.TEST.MASK_REFINE needs RADIUS > 0, EPS > 0, MAX_SIDE >= 0 and "
+                         f"SUBSAMPLE >= 1; got {radius}, {eps}, {max_side}, {subsample}")
+
+
 def refine_mask_logits(mask_logits: Tensor, images: Tensor, radius: float = 1.5,
                        eps: float = 1e-3, max_side: int = 512, subsample: int = 1,
                        image_sizes: list[tuple[int, int]] | None = None,
@@ -93,9 +102,7 @@ def refine_mask_logits(mask_logits: Tensor, images: Tensor, radius: float = 1.5,
     if mask_logits.dim() != 4 or images.dim() != 4 or images.shape[0] != mask_logits.shape[0]:
         raise ValueError(f"mask_logits [B,Q,h,w] and images [B,3,H,W] expected; got "
                          f"{tuple(mask_logits.shape)} and {tuple(images.shape)}")
-    if radius <= 0 or eps <= 0 or max_side < 0 or subsample < 1:
-        raise ValueError(f"Mask refinement needs RADIUS > 0, EPS > 0, MAX_SIDE >= 0 and "
-                         f"SUBSAMPLE >= 1; got {radius}, {eps}, {max_side}, {subsample}")
+    _check_settings(radius, eps, max_side, subsample)
     big, (hp, wp) = max(images.shape[-2:]), images.shape[-2:]
     scale = min(1.0, max_side / big) if max_side else 1.0
     size = (max(1, round(hp * scale)), max(1, round(wp * scale)))
@@ -111,3 +118,29 @@ def refine_mask_logits(mask_logits: Tensor, images: Tensor, radius: float = 1.5,
                               chunk_size, subsample)
         out[i, :, :h, :w] = torch.logit(probs.clamp(1e-4, 1 - 1e-4))
     return out.to(mask_logits.dtype)
+
+
+@dataclass(frozen=True)
+class MaskRefiner:
+    """The settings of :func:`refine_mask_logits` (checked once), applied by calling it."""
+
+    radius: float = 1.5
+    eps: float = 1e-3
+    max_side: int = 512
+    subsample: int = 1
+
+    def __post_init__(self) -> None:
+        _check_settings(self.radius, self.eps, self.max_side, self.subsample)
+
+    @classmethod
+    def from_config(cls, cfg) -> "MaskRefiner | None":
+        """The refiner of ``cfg.MODEL.TEST.MASK_REFINE``, or None when it is not enabled."""
+        c = cfg.MODEL.TEST.MASK_REFINE
+        if not c.ENABLED:
+            return None
+        return cls(float(c.RADIUS), float(c.EPS), int(c.MAX_SIDE), int(c.SUBSAMPLE))
+
+    def __call__(self, mask_logits: Tensor, images: Tensor,
+                 image_sizes: list[tuple[int, int]] | None = None) -> Tensor:
+        return refine_mask_logits(mask_logits, images, self.radius, self.eps, self.max_side,
+                                  self.subsample, image_sizes)

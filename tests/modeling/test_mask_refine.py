@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmmask.modeling.mask_refine import box_filter, guided_filter, refine_mask_logits
+from mmmask.config import get_cfg
+from mmmask.modeling.mask_refine import (MaskRefiner, box_filter, guided_filter,
+                                          refine_mask_logits)
 
 
 def test_box_filter_is_a_border_normalised_mean():
@@ -79,3 +81,17 @@ def test_refine_mask_logits_sizes_padding_and_cap():
     assert (fast.sigmoid() - out.sigmoid()).abs().mean() < 0.05
     with pytest.raises(ValueError, match="RADIUS > 0"):
         refine_mask_logits(logits, images, radius=0.0)
+
+
+def test_mask_refiner_holds_checked_settings_from_the_config():
+    cfg = get_cfg()
+    assert MaskRefiner.from_config(cfg) is None  # off by default
+    cfg.merge_from_list(["MODEL.TEST.MASK_REFINE.ENABLED", True,
+                         "MODEL.TEST.MASK_REFINE.SUBSAMPLE", 2])
+    refiner = MaskRefiner.from_config(cfg)
+    assert refiner == MaskRefiner(radius=1.5, eps=1e-3, max_side=512, subsample=2)
+    logits, images = torch.randn(1, 2, 8, 8), torch.rand(1, 3, 32, 32)
+    assert torch.equal(refiner(logits, images), refine_mask_logits(logits, images, subsample=2))
+    for bad in ({"radius": 0.0}, {"eps": -1.0}, {"max_side": -1}, {"subsample": 0}):
+        with pytest.raises(ValueError, match="MODEL.TEST.MASK_REFINE needs"):
+            MaskRefiner(**bad)

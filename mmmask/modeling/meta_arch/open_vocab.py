@@ -23,7 +23,7 @@ from mmmask.registry import (BACKBONE_REGISTRY, MASK_CLASSIFIER_REGISTRY, MASK_G
 from ..clip.text import TextTower, synonym_index
 from ..iou_matching import build_adapter_targets, collate_adapter_targets
 from ..mask_crop import resize_mask_probs
-from ..mask_refine import refine_mask_logits
+from ..mask_refine import MaskRefiner
 from ..postprocess import (combine_class_probs, instance_inference, leftover_masks,
                            max_over_synonyms, panoptic_inference, resize_masks,
                            semantic_inference)
@@ -89,7 +89,7 @@ class OpenVocabSegmentor(nn.Module):
                  crop_classifier: nn.Module | None = None, crop_weight: float = 0.0,
                  train_crop: bool = False, crop_mask_size: str = "features",
                  leftover_regions: int = 0, leftover_min_area: float = 0.01,
-                 mask_refine: dict | None = None,
+                 mask_refiner: MaskRefiner | None = None,
                  tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
                  size_divisibility: int = 32):
         super().__init__()
@@ -134,14 +134,7 @@ class OpenVocabSegmentor(nn.Module):
                              f"[0, 1]; got {leftover_regions}, {leftover_min_area}")
         self.leftover_regions, self.leftover_min_area = int(leftover_regions), leftover_min_area
         # Inference: the generator's masks refined at the image's resolution (guided filter).
-        self.mask_refine = None
-        if mask_refine:
-            self.mask_refine = {"radius": 1.5, "eps": 1e-3, "max_side": 512, "subsample": 1,
-                                **mask_refine}
-            r, e, m, s = (self.mask_refine[k] for k in ("radius", "eps", "max_side", "subsample"))
-            if not (r > 0 and e > 0 and m >= 0 and s >= 1):
-                raise ValueError("MODEL.TEST.MASK_REFINE needs RADIUS > 0, EPS > 0, MAX_SIDE >= 0 "
-                                 f"and SUBSAMPLE >= 1; got {r}, {e}, {m}, {s}")
+        self.mask_refiner = mask_refiner
         self.tasks = tuple(tasks)
         self.size_divisibility = size_divisibility
         # The dataset's vocabulary (the inference default) and the training vocabulary: only the
@@ -216,11 +209,7 @@ class OpenVocabSegmentor(nn.Module):
             "train_crop": cfg.MODEL.MASK_CROP.TRAIN,
             "crop_mask_size": cfg.MODEL.MASK_CROP.TRAIN_MASK_SIZE,
             "leftover_regions": t.LEFTOVER_REGIONS, "leftover_min_area": t.LEFTOVER_MIN_AREA,
-            "mask_refine": ({"radius": float(t.MASK_REFINE.RADIUS),
-                             "eps": float(t.MASK_REFINE.EPS),
-                             "max_side": int(t.MASK_REFINE.MAX_SIDE),
-                             "subsample": int(t.MASK_REFINE.SUBSAMPLE)}
-                            if t.MASK_REFINE.ENABLED else None),
+            "mask_refiner": MaskRefiner.from_config(cfg),
         }
 
     # -- vocabulary --------------------------------------------------------------------------
@@ -410,10 +399,9 @@ class OpenVocabSegmentor(nn.Module):
                                       keep[..., None].expand(-1, -1, gen_logits.shape[-1]))
         if external_masks is None:
             external_scores = None  # scores belong to external masks only
-            if self.mask_refine is not None:  # outlines onto the image's edges (before naming)
+            if self.mask_refiner is not None:  # outlines onto the image's edges (before naming)
                 pixels = images * self.backbone.pixel_std + self.backbone.pixel_mean
-                mask_logits = refine_mask_logits(mask_logits, pixels / 255.0,
-                                                 image_sizes=image_sizes, **self.mask_refine)
+                mask_logits = self.mask_refiner(mask_logits, pixels / 255.0, image_sizes)
         if external_scores is not None and external_scores.shape != mask_logits.shape[:2]:
             raise ValueError(f"external_scores {tuple(external_scores.shape)} must be B x Q = "
                              f"{tuple(mask_logits.shape[:2])}")

@@ -92,14 +92,15 @@ def pipeline_figures(model, size: int, *, repeats: int, warmup: int, top_n: int 
 
         fns["pipeline_top_n"] = pipeline_top_n
     if refine:
+        from mmmask.modeling.mask_refine import MaskRefiner
+
         def refined(subsample: int):
             def run():
-                model.mask_refine = {"radius": 1.5, "eps": 1e-3, "max_side": 512,
-                                     "subsample": subsample}
+                before, model.mask_refiner = model.mask_refiner, MaskRefiner(subsample=subsample)
                 try:
                     return model(batch)
                 finally:
-                    model.mask_refine = None
+                    model.mask_refiner = before
             return run
 
         fns["pipeline_refined"] = refined(1)
