@@ -213,6 +213,7 @@ _C.MODEL.TEST.LEFTOVER_MIN_AREA = 0.01
 # follow colour edges. RADIUS is in mask cells (4 image pixels for a stride-4 generator), EPS on
 # 0-1 colours (larger: smoother across weak edges); SUBSAMPLE s > 1 fits the filter on images
 # shrunk s times (fast guided filter: s^2 times cheaper). External masks (SAM) are left as they are.
+# MODEL.MASK_CROP.TRAIN with TRAIN_MASK_SIZE "image" then trains on refined predicted masks too.
 _C.MODEL.TEST.MASK_REFINE = CN()
 _C.MODEL.TEST.MASK_REFINE.ENABLED = False
 _C.MODEL.TEST.MASK_REFINE.RADIUS = 1.5

@@ -342,3 +342,42 @@ def test_a_text_tower_missing_from_loaded_weights_restarts_from_the_loaded_backb
     vocab = model.vocabulary
     assert torch.allclose(model.crop_classifier.text_tower.encode_vocabulary(vocab),
                           earlier.backbone.encode_vocabulary(vocab), atol=1e-5)
+
+
+def test_crop_tower_trains_on_refined_predicted_masks_when_inference_refines_them(monkeypatch):
+    cfg = tiny_cfg("MODEL.TRAIN_GENERATOR", "False", "MODEL.MASK_CROP.FUSION_WEIGHT", "0.5",
+                   "MODEL.MASK_CROP.OWN_TOWER", "True", "MODEL.MASK_CROP.TRAIN", "True",
+                   "MODEL.MASK_ADAPTER.TRAIN_MASKS", "mixed",
+                   "MODEL.MASK_CROP.TRAIN_MASK_SIZE", "image",
+                   "MODEL.TEST.MASK_REFINE.ENABLED", "True")
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    from mmmask.data.loader import build_train_loader
+
+    batch = next(iter(build_train_loader(cfg)))
+    refiner, refined = model.mask_refiner, []
+
+    def record(logits, images, sizes):
+        out = refiner(logits, images, sizes)
+        refined.append(out.sigmoid())
+        return out
+
+    seen = {}
+    forward = model.crop_classifier.forward
+
+    def spy(dense, masks, *args, **kw):
+        seen["masks"] = masks
+        return forward(dense, masks, *args, **kw)
+
+    monkeypatch.setattr(model.crop_classifier, "forward", spy)
+
+    def uses_refined(masks, probs) -> bool:
+        return any(torch.allclose(m, p, atol=1e-5) for m in masks[0] for p in probs[0])
+
+    model.mask_refiner = record
+    assert "loss_crop_ce" in model(batch)
+    assert len(refined) == 1 and refined[0].shape[-1] == seen["masks"].shape[-1]
+    assert uses_refined(seen["masks"], refined[0])
+    model.mask_refiner = None  # without refinement the crops see the upsampled masks
+    model(batch)
+    assert not uses_refined(seen["masks"], refined[0])

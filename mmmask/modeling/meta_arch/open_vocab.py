@@ -278,7 +278,7 @@ class OpenVocabSegmentor(nn.Module):
         if self.vocabulary is not self.train_vocabulary:
             self.set_vocabulary(self.train_vocabulary, self._train_is_thing)
             self._restore_vocabulary = True
-        images, _ = self._images(batch)
+        images, sizes = self._images(batch)
         feats = self.backbone(images)
         text = self.text_embeddings()
         targets = self._padded_targets(batch, tuple(images.shape[-2:]))
@@ -308,8 +308,16 @@ class OpenVocabSegmentor(nn.Module):
                 heads.append((self.classifier, self._classify(feats, on_feats[0], text, images),
                               on_feats))
             if self.train_crop:  # "image": crops see the objects' own outlines
-                on_crops = masks_at(tuple(images.shape[-2:]) if self.crop_mask_size == "image"
-                                    else feat_size)
+                crop_size = (tuple(images.shape[-2:]) if self.crop_mask_size == "image"
+                             else feat_size)
+                if pred is not None and self.mask_refiner is not None and crop_size != feat_size:
+                    # predicted masks refined as at inference, so the crops train on the
+                    # outlines they will be named from
+                    pixels = images * self.backbone.pixel_std + self.backbone.pixel_mean
+                    refined = self.mask_refiner(torch.logit(pred, eps=1e-4), pixels / 255.0,
+                                                sizes).sigmoid()
+                    frames[crop_size] = self._classifier_targets(targets, refined, crop_size)
+                on_crops = masks_at(crop_size)
                 crop_text = self.crop_classifier.text_embeddings(self.vocabulary, text)
                 heads.append((self.crop_classifier, self.crop_classifier(
                     feats["clip_dense"], on_crops[0], crop_text, self.backbone, images=images),
