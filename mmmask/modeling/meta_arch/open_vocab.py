@@ -251,6 +251,12 @@ class OpenVocabSegmentor(nn.Module):
             out[i, :, : img.shape[1], : img.shape[2]] = img
         return out, sizes
 
+    def _refine(self, mask_logits: torch.Tensor, images: torch.Tensor,
+                sizes: list[tuple[int, int]] | None) -> torch.Tensor:
+        """``mask_refiner`` on a padded, normalised batch (its colours brought back to [0, 1])."""
+        pixels = (images * self.backbone.pixel_std + self.backbone.pixel_mean) / 255.0
+        return self.mask_refiner(mask_logits, pixels, sizes)
+
     def _aggregate(self, logits: torch.Tensor) -> torch.Tensor:
         return max_over_synonyms(logits, self._syn_index, len(self.vocabulary))
 
@@ -313,9 +319,7 @@ class OpenVocabSegmentor(nn.Module):
                 if pred is not None and self.mask_refiner is not None and crop_size != feat_size:
                     # predicted masks refined as at inference, so the crops train on the
                     # outlines they will be named from
-                    pixels = images * self.backbone.pixel_std + self.backbone.pixel_mean
-                    refined = self.mask_refiner(torch.logit(pred, eps=1e-4), pixels / 255.0,
-                                                sizes).sigmoid()
+                    refined = self._refine(torch.logit(pred, eps=1e-4), images, sizes).sigmoid()
                     frames[crop_size] = self._classifier_targets(targets, refined, crop_size)
                 on_crops = masks_at(crop_size)
                 crop_text = self.crop_classifier.text_embeddings(self.vocabulary, text)
@@ -408,8 +412,7 @@ class OpenVocabSegmentor(nn.Module):
         if external_masks is None:
             external_scores = None  # scores belong to external masks only
             if self.mask_refiner is not None:  # outlines onto the image's edges (before naming)
-                pixels = images * self.backbone.pixel_std + self.backbone.pixel_mean
-                mask_logits = self.mask_refiner(mask_logits, pixels / 255.0, image_sizes)
+                mask_logits = self._refine(mask_logits, images, image_sizes)
         if external_scores is not None and external_scores.shape != mask_logits.shape[:2]:
             raise ValueError(f"external_scores {tuple(external_scores.shape)} must be B x Q = "
                              f"{tuple(mask_logits.shape[:2])}")
