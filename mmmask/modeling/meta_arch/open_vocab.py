@@ -316,7 +316,8 @@ class OpenVocabSegmentor(nn.Module):
             if self.train_crop:  # "image": crops see the objects' own outlines
                 crop_size = (tuple(images.shape[-2:]) if self.crop_mask_size == "image"
                              else feat_size)
-                if pred is not None and self.mask_refiner is not None and crop_size != feat_size:
+                if (pred is not None and self.mask_refiner is not None
+                        and self.crop_mask_size == "image"):
                     # predicted masks refined as at inference, so the crops train on the
                     # outlines they will be named from
                     refined = self._refine(torch.logit(pred, eps=1e-4), images, sizes).sigmoid()
