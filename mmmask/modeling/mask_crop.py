@@ -45,12 +45,13 @@ def resize_mask_probs(masks: Tensor, size: tuple[int, int]) -> Tensor:
     return out.reshape(*masks.shape[:-2], *size).to(masks.dtype)
 
 
-def mask_boxes(masks: Tensor, context: float, threshold: float = 0.5) -> Tensor:
+def mask_boxes(masks: Tensor, context: float | Tensor, threshold: float = 0.5) -> Tensor:
     """Square boxes around masks, in pixels of the masks' frame.
 
     Args:
         masks: [N, H, W] probabilities; pixels above ``threshold`` belong to the mask.
-        context: box side / the mask's larger extent (1 = tight).
+        context: box side / the mask's larger extent (1 = tight); one for all masks or a
+            Tensor[N], one per mask.
 
     Returns:
         [N, 4] float XYXY boxes, clipped to the frame; an empty mask gets the whole frame.
@@ -65,6 +66,8 @@ def mask_boxes(masks: Tensor, context: float, threshold: float = 0.5) -> Tensor:
     y1 = torch.where(rows, ar_h, -1).amax(1).float() + 1
     x0 = torch.where(cols, ar_w, big).amin(1).float()
     x1 = torch.where(cols, ar_w, -1).amax(1).float() + 1
+    if isinstance(context, Tensor):
+        context = context.to(device=masks.device, dtype=torch.float32)
     side = torch.maximum(y1 - y0, x1 - x0) * context
     side = side.clamp(min=1.0)
     side = torch.minimum(side, torch.tensor(float(min(h, w)), device=masks.device))
@@ -95,7 +98,8 @@ class MaskCrop(nn.Module):
                  logit_scale: float = 20.0, void_logit: float = 0.0, class_weight: float = 1.0,
                  consistency_weight: float = 1.0, void_weight: float = 0.1,
                  learnable: bool = True, extra_contexts: tuple[float, ...] = (),
-                 flip: bool = False, tower: nn.Module | None = None,
+                 flip: bool = False, train_context_jitter: float = 0.0,
+                 train_flip: bool = False, tower: nn.Module | None = None,
                  text_tower: nn.Module | None = None) -> None:
         """
         Args:
@@ -110,6 +114,10 @@ class MaskCrop(nn.Module):
             extra_contexts: more box sizes; each mask's embedding is the normalised mean over
                 ``context`` and these.
             flip: also embed every crop mirrored left-right and average it in.
+            train_context_jitter: in training, each mask's box size is ``context`` times
+                ``(1 + j) ** u`` with ``u`` uniform in [-1, 1] (0 = off), so the tower learns
+                objects framed as loosely or tightly as imperfect predicted masks frame them.
+            train_flip: in training, mirror each crop left-right with probability 1/2.
             tower: an image encoder (normalised Tensor[N,3,S,S] -> Tensor[N,embed_dim]) used
                 instead of ``backbone.encode_image``, e.g. a trainable copy of CLIP's.
             text_tower: a text encoder with ``encode_vocabulary(vocab) -> Tensor[S, D]`` (e.g.
@@ -126,6 +134,9 @@ class MaskCrop(nn.Module):
         if any(c < 1 for c in extra_contexts):
             raise ValueError("MODEL.MASK_CROP.EXTRA_CONTEXTS must all be >= 1 (1 = tight box); "
                              f"got {extra_contexts}")
+        if train_context_jitter < 0:
+            raise ValueError("MODEL.MASK_CROP.TRAIN_CONTEXT_JITTER must be >= 0 (0 = off); got "
+                             f"{train_context_jitter}")
         if not 0 <= background <= 1:
             raise ValueError(f"MODEL.MASK_CROP.BACKGROUND must lie in [0, 1]; got {background}")
         if logit_scale <= 0:
@@ -134,6 +145,7 @@ class MaskCrop(nn.Module):
         self.crop_size, self.context = int(crop_size), float(context)
         self.contexts = (self.context,) + extra_contexts
         self.flip = bool(flip)
+        self.train_context_jitter, self.train_flip = float(train_context_jitter), bool(train_flip)
         self.background = float(background)
         self.batch_size = max(1, int(batch_size))
         scale, void = torch.tensor(math.log(logit_scale)), torch.tensor(float(void_logit))
@@ -154,7 +166,8 @@ class MaskCrop(nn.Module):
                 "background": mc.BACKGROUND, "batch_size": mc.BATCH_SIZE,
                 "logit_scale": mc.LOGIT_SCALE, "class_weight": ma.CLASS_WEIGHT,
                 "consistency_weight": ma.CONSISTENCY_WEIGHT, "void_weight": ma.VOID_WEIGHT,
-                "extra_contexts": tuple(mc.EXTRA_CONTEXTS), "flip": mc.FLIP}
+                "extra_contexts": tuple(mc.EXTRA_CONTEXTS), "flip": mc.FLIP,
+                "train_context_jitter": mc.TRAIN_CONTEXT_JITTER, "train_flip": mc.TRAIN_FLIP}
 
     def text_embeddings(self, vocab: Any, shared: Tensor) -> Tensor:
         """The class embeddings to name masks with: ``text_tower``'s for ``vocab`` when there is
@@ -180,10 +193,11 @@ class MaskCrop(nn.Module):
         full = resize_mask_probs(masks.to(images.dtype), tuple(images.shape[-2:]))
         return full.flatten(0, 1)[:, None]
 
-    def _crops(self, images: Tensor, flat: Tensor, context: float | None) -> Tensor:
-        """Crops of ``flat`` masks ([B*Q, 1, H, W], image frame, grouped by image)."""
+    def _crops(self, images: Tensor, flat: Tensor, context: float | Tensor | None) -> Tensor:
+        """Crops of ``flat`` masks ([B*Q, 1, H, W], image frame, grouped by image); ``context``
+        one box size for all masks or a Tensor[B*Q]."""
         n, b = len(flat), images.shape[0]
-        context = self.context if context is None else float(context)
+        context = self.context if context is None else context
         boxes = mask_boxes(flat[:, 0], context)  # [B*Q, 4]
         index = torch.arange(b, device=images.device).repeat_interleave(n // b)[:, None].to(boxes)
         size = (self.crop_size, self.crop_size)
@@ -209,7 +223,13 @@ class MaskCrop(nn.Module):
         if b * q:
             flat = self._image_frame(images, masks)  # resized once for every box size
             for context in self.contexts:
+                if self.training and self.train_context_jitter > 0:
+                    u = torch.rand(b * q, device=images.device) * 2 - 1
+                    context = context * (1 + self.train_context_jitter) ** u
                 crops = self._crops(images, flat, context)
+                if self.training and self.train_flip:
+                    mirror = torch.rand(b * q, device=images.device) < 0.5
+                    crops = torch.where(mirror[:, None, None, None], crops.flip(-1), crops)
                 for view in (crops, crops.flip(-1)) if self.flip else (crops,):
                     e = torch.cat([encode(c) for c in view.split(self.batch_size)])
                     emb = emb + F.normalize(e.float(), dim=-1)

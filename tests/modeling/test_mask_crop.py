@@ -35,6 +35,10 @@ def test_mask_boxes_are_squares_with_context_inside_the_frame():
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 60).all() and (boxes[:, 3] <= 40).all()
     tight = mask_boxes(masks[:1], context=1.0)
     assert torch.allclose(tight[0], torch.tensor([20.0, 5.0, 40.0, 25.0]))
+    each = mask_boxes(masks[:2].repeat(2, 1, 1), context=torch.tensor([1.5, 1.5, 1.0, 2.0]))
+    assert torch.allclose(each[:2], boxes[:2])  # one box size per mask
+    assert torch.allclose(each[2], tight[0])
+    assert torch.allclose(each[3], mask_boxes(masks[1:2], context=2.0)[0])
 
 
 def test_crops_keep_the_box_or_fade_the_background():
@@ -74,13 +78,18 @@ def test_forward_embeds_each_crop_with_clip():
     assert empty.logits.shape == (1, 0, 6)
 
 
-def test_test_time_ensemble_averages_box_sizes_and_mirror_images():
+def _clip_and_two_masks(second=(30, 60, 50, 90)):
+    """A random tiny CLIP, an image, two box masks, 5 class embeddings and the dense map."""
     torch.manual_seed(0)
     bb = CLIPBackbone(model_name="mmmask-shapes-convnext")
     images = torch.randn(1, 3, 64, 96)
-    masks = torch.stack([_square(64, 96, 10, 30, 10, 50), _square(64, 96, 30, 60, 50, 90)])[None]
+    masks = torch.stack([_square(64, 96, 10, 30, 10, 50), _square(64, 96, *second)])[None]
     text = F.normalize(torch.randn(5, bb.embed_dim), dim=-1)
-    dense = bb(images)["clip_dense"]
+    return bb, images, masks, text, bb(images)["clip_dense"]
+
+
+def test_test_time_ensemble_averages_box_sizes_and_mirror_images():
+    bb, images, masks, text, dense = _clip_and_two_masks()
     kw = dict(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, crop_size=64)
     one = MaskCrop(context=1.5, **kw)
     both = MaskCrop(context=1.5, extra_contexts=(2.0,), flip=True, **kw)
@@ -98,6 +107,47 @@ def test_test_time_ensemble_averages_box_sizes_and_mirror_images():
                    "(1.75, 2.0)", "MODEL.MASK_CROP.FLIP", "True")
     clf = build_model(cfg).classifier
     assert clf.contexts == (1.5, 1.75, 2.0) and clf.flip
+
+
+def test_training_jitters_box_sizes_and_mirrors_crops_but_inference_does_not(monkeypatch):
+    bb, images, masks, text, dense = _clip_and_two_masks(second=(30, 50, 50, 70))
+    clf = MaskCrop(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, crop_size=32, context=1.5,
+                   train_context_jitter=0.5, train_flip=True)
+    seen = []  # (box sides, crops) the tower is given
+    encode = bb.encode_image
+    monkeypatch.setattr(bb, "encode_image", lambda x: seen.append(x) or encode(x))
+    calls = []
+    real_boxes = mask_boxes
+    monkeypatch.setattr("mmmask.modeling.mask_crop.mask_boxes",
+                        lambda m, c, *a: calls.append(c) or real_boxes(m, c, *a))
+    clf.eval()
+    ref = clf(dense, masks, text, bb, images=images).embeddings
+    assert calls[-1] == 1.5  # inference: the configured box, no mirror
+    assert torch.allclose(seen[-1], clf.crops(images, masks))
+    clf.train()
+    sides, mirrored = [], 0
+    for _ in range(20):
+        out = clf(dense, masks, text, bb, images=images)
+        c = calls[-1]
+        assert isinstance(c, torch.Tensor) and c.shape == (2,)
+        assert ((c >= 1.5 / 1.5 - 1e-6) & (c <= 1.5 * 1.5 + 1e-6)).all()
+        sides.append(c)
+        plain = clf._crops(images, clf._image_frame(images, masks), c)
+        flipped = [not torch.allclose(seen[-1][i], plain[i]) for i in range(2)]
+        for i in range(2):
+            if flipped[i]:
+                assert torch.allclose(seen[-1][i], plain[i].flip(-1))
+        mirrored += sum(flipped)
+    sides = torch.stack(sides)
+    assert sides.std() > 0.1 and (sides < 1.5).any() and (sides > 1.5).any()
+    assert 5 < mirrored < 35  # about half of the 40 crops
+    assert not torch.allclose(out.embeddings, ref, atol=1e-3)
+    with pytest.raises(ValueError, match="TRAIN_CONTEXT_JITTER"):
+        MaskCrop(dense_dim=4, embed_dim=8, train_context_jitter=-0.1)
+    cfg = tiny_cfg("MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.MASK_CROP.TRAIN_CONTEXT_JITTER",
+                   "0.25", "MODEL.MASK_CROP.TRAIN_FLIP", "True")
+    built = build_model(cfg).classifier
+    assert built.train_context_jitter == 0.25 and built.train_flip
 
 
 def test_mask_probabilities_are_resized_as_logits():
