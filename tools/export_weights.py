@@ -23,7 +23,9 @@ def main(argv=None) -> int:
     p.add_argument("--out-dir", default=None, help="default: the package's weights folder")
     p.add_argument("--embedding-rows-from", default=None, nargs="+",
                    help="CLIP pretraining checkpoint(s) (.pth) whose optimizer states tell which "
-                        "token-embedding rows were trained; only those rows are stored")
+                        "token-embedding rows were trained, or a shipped file (e.g. "
+                        "shipped:shapes_ovseg.safetensors) whose stored rows to keep; only "
+                        "those rows are stored")
     from mmmask.cli import run_guarded, split_opts
 
     argv, opts = split_opts(sys.argv[1:] if argv is None else list(argv))

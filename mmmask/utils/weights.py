@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 
 __all__ = ["SHIPPED_DIR", "resolve_weights", "load_state_dict_file", "load_matching",
-           "save_safetensors", "sparsify_rows", "densify_rows"]
+           "save_safetensors", "sparsify_rows", "densify_rows", "ROWS_SUFFIX", "SHAPE_SUFFIX"]
 
 # Row-sparse storage of embedding tables whose untouched rows are zero: "<key>.__rows" (int64
 # row ids), "<key>.__values" (those rows) and "<key>.__shape" (the dense shape).
-_ROWS, _VALUES, _SHAPE = ".__rows", ".__values", ".__shape"
+ROWS_SUFFIX, VALUES_SUFFIX, SHAPE_SUFFIX = ".__rows", ".__values", ".__shape"
+_ROWS, _VALUES, _SHAPE = ROWS_SUFFIX, VALUES_SUFFIX, SHAPE_SUFFIX
 
 
 def sparsify_rows(state: dict[str, torch.Tensor], key: str, keep: torch.Tensor) -> dict:
