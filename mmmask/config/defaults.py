@@ -187,6 +187,10 @@ _C.MODEL.MASK_CROP.OWN_TOWER = False
 # stays shared and frozen), trained with it by TRAIN on the seen class names.
 _C.MODEL.MASK_CROP.OWN_TEXT_TOWER = False
 _C.MODEL.MASK_CROP.TRAIN = False
+# Crop augmentation while TRAIN: each mask's box is CONTEXT times (1 + j)^u, u uniform in
+# [-1, 1] (j = TRAIN_CONTEXT_JITTER; 0 = off), and TRAIN_FLIP mirrors half the crops left-right.
+_C.MODEL.MASK_CROP.TRAIN_CONTEXT_JITTER = 0.0
+_C.MODEL.MASK_CROP.TRAIN_FLIP = False
 # The frame of the masks TRAIN learns from: "features" (the mask features' 1/4 resolution, as the
 # Mask-Adapter) or "image" (ground-truth masks at the image's resolution, predicted masks resized
 # to it), so that crops show an object's own outline. "image" costs B x masks x H x W memory.
@@ -228,6 +232,18 @@ _C.MODEL.ENSEMBLE.ALPHA = 0.4
 _C.MODEL.ENSEMBLE.BETA = 0.8
 # The tasks whose masks are named with the ensemble (the others use the classifier alone).
 _C.MODEL.ENSEMBLE.TASKS = ("semantic", "panoptic", "instance")
+# Self-training on the unlabelled pixels of the training images (transductive: the names of the
+# classes that training never labels are known, their pixels are not). Each training step names
+# the model's own masks with the dataset's whole vocabulary; a mask named with a class unseen in
+# training, scored (class probability x objectness) >= THRESHOLD, covering >= MIN_AREA of the
+# image and lying for >= MIN_IGNORED of its pixels on ignore-labelled ones, joins the targets
+# with that class (its pixels on labelled ground truth removed). The classifiers then train on
+# the whole vocabulary, unseen names included.
+_C.MODEL.SELF_TRAIN = CN()
+_C.MODEL.SELF_TRAIN.ENABLED = False
+_C.MODEL.SELF_TRAIN.THRESHOLD = 0.5
+_C.MODEL.SELF_TRAIN.MIN_IGNORED = 0.8
+_C.MODEL.SELF_TRAIN.MIN_AREA = 0.002
 
 # --------------------------------------------------------------------------------------------
 # Causal-masked generation (CM3)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmmask.config import configurable
+from mmmask.data.annotations import IGNORE as IGNORE_LABEL
 from mmmask.data.vocab import Vocabulary
 from mmmask.registry import (BACKBONE_REGISTRY, MASK_CLASSIFIER_REGISTRY, MASK_GENERATOR_REGISTRY,
                              META_ARCH_REGISTRY)
@@ -90,6 +91,7 @@ class OpenVocabSegmentor(nn.Module):
                  train_crop: bool = False, crop_mask_size: str = "features",
                  leftover_regions: int = 0, leftover_min_area: float = 0.01,
                  mask_refiner: MaskRefiner | None = None,
+                 self_train: tuple[float, float, float] | None = None,
                  tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
                  size_divisibility: int = 32):
         super().__init__()
@@ -138,12 +140,24 @@ class OpenVocabSegmentor(nn.Module):
         self.tasks = tuple(tasks)
         self.size_divisibility = size_divisibility
         # The dataset's vocabulary (the inference default) and the training vocabulary: only the
-        # classes seen in training, so that unseen names never act as negatives.
+        # classes seen in training, so that unseen names never act as negatives; with
+        # self-training (threshold, min ignored share, min area) the whole vocabulary, its
+        # unseen classes named by pseudo-labels.
         self.dataset_vocabulary, self.dataset_is_thing = vocabulary, list(is_thing)
         seen = list(vocabulary.seen) if vocabulary.seen is not None else [True] * len(vocabulary)
-        keep = [i for i, s in enumerate(seen) if s]
-        self.train_vocabulary = Vocabulary(tuple(vocabulary.classes[i] for i in keep),
-                                           seen=(True,) * len(keep))
+        self.self_train = None
+        if self_train is not None:
+            threshold, min_ignored, min_area = (float(v) for v in self_train)
+            if all(seen):
+                raise ValueError("MODEL.SELF_TRAIN needs a dataset vocabulary with classes "
+                                 "unseen in training (its pseudo-labels name only those)")
+            if not (0 <= threshold <= 1 and 0 <= min_ignored <= 1 and 0 <= min_area <= 1):
+                raise ValueError("MODEL.SELF_TRAIN.THRESHOLD, MIN_IGNORED and MIN_AREA must lie "
+                                 f"in [0, 1]; got {threshold}, {min_ignored}, {min_area}")
+            self.self_train = (threshold, min_ignored, min_area)
+        keep = [i for i, s in enumerate(seen) if s or self.self_train]
+        self.train_vocabulary = (vocabulary if self.self_train else Vocabulary(
+            tuple(vocabulary.classes[i] for i in keep), seen=(True,) * len(keep)))
         self._train_is_thing = [is_thing[i] for i in keep]
         class_map = torch.full((len(vocabulary),), -1, dtype=torch.long)
         class_map[keep] = torch.arange(len(keep))
@@ -210,6 +224,9 @@ class OpenVocabSegmentor(nn.Module):
             "crop_mask_size": cfg.MODEL.MASK_CROP.TRAIN_MASK_SIZE,
             "leftover_regions": t.LEFTOVER_REGIONS, "leftover_min_area": t.LEFTOVER_MIN_AREA,
             "mask_refiner": MaskRefiner.from_config(cfg),
+            "self_train": ((cfg.MODEL.SELF_TRAIN.THRESHOLD, cfg.MODEL.SELF_TRAIN.MIN_IGNORED,
+                            cfg.MODEL.SELF_TRAIN.MIN_AREA)
+                           if cfg.MODEL.SELF_TRAIN.ENABLED else None),
         }
 
     # -- vocabulary --------------------------------------------------------------------------
@@ -288,6 +305,8 @@ class OpenVocabSegmentor(nn.Module):
         feats = self.backbone(images)
         text = self.text_embeddings()
         targets = self._padded_targets(batch, tuple(images.shape[-2:]))
+        if self.self_train is not None:
+            targets = self._with_pseudo_labels(batch, images, sizes, targets)
         losses: dict[str, torch.Tensor] = {}
         proposals = None
         if self.train_generator:
@@ -334,6 +353,51 @@ class OpenVocabSegmentor(nn.Module):
             raise RuntimeError("Nothing to train: MODEL.TRAIN_GENERATOR, TRAIN_CLASSIFIER and "
                                "MASK_CROP.TRAIN are off")
         return losses
+
+    @torch.no_grad()
+    def _with_pseudo_labels(self, batch: list[dict], images: torch.Tensor,
+                            sizes: list[tuple[int, int]], targets: list[dict]) -> list[dict]:
+        """``targets`` plus the model's own confident masks of unseen classes on unlabelled
+        pixels (see ``MODEL.SELF_TRAIN``), named as at inference."""
+        threshold, min_ignored, min_area = self.self_train
+        raw = self._predict_raw(images, None, None, sizes)
+        probs, objectness, logits = self._class_probs(raw, self.ensemble)
+        score, label = probs.max(-1)
+        score = score * objectness
+        size = tuple(images.shape[-2:])
+        masks = resize_mask_probs(logits.sigmoid(), size) > 0.5
+        out = []
+        for i, (item, t) in enumerate(zip(batch, targets)):
+            sem = item.get("sem_seg")
+            if sem is None:
+                raise ValueError("MODEL.SELF_TRAIN needs semantic labels (sem_seg) in the "
+                                 "training data: it pseudo-labels the ignore-labelled pixels")
+            h, w = sizes[i]
+            ignored = torch.zeros(size, dtype=torch.bool, device=self.device)
+            ignored[:h, :w] = sem.to(self.device) == IGNORE_LABEL
+            chosen: list[torch.Tensor] = []
+            classes: list[int] = []
+            for q in score[i].argsort(descending=True).tolist():
+                if score[i, q] < threshold:
+                    break
+                c = int(label[i, q])
+                if self._seen[c]:
+                    continue
+                m = masks[i, q]
+                area = int(m.sum())
+                if area < max(1.0, min_area * h * w) or (m & ignored).sum() < min_ignored * area:
+                    continue
+                m = m & ignored
+                if any((m & o).sum() > 0.5 * (m | o).sum() for o in chosen):
+                    continue  # a duplicate of a better-scored pseudo-label
+                chosen.append(m)
+                classes.append(c)
+            if chosen:
+                t = dict(t, masks=torch.cat([t["masks"], torch.stack(chosen).to(t["masks"])]),
+                         classes=torch.cat([t["classes"], torch.tensor(
+                             classes, dtype=t["classes"].dtype, device=self.device)]))
+            out.append(t)
+        return out
 
     def _classifier_targets(self, targets: list[dict], pred: torch.Tensor | None,
                             size: tuple[int, int]):
