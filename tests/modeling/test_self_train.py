@@ -31,7 +31,11 @@ def test_training_vocabulary_is_the_whole_one_with_its_seen_flags():
 
 
 def _fake_inference(model, monkeypatch, probs, objectness, masks):
-    monkeypatch.setattr(model, "_predict_raw", lambda *a, **k: {})
+    def predict_raw(*args, **kwargs):  # the pseudo-labeller names masks as at inference
+        assert not model.training and not model.crop_classifier.training
+        return {}
+
+    monkeypatch.setattr(model, "_predict_raw", predict_raw)
     logits = torch.where(masks, 10.0, -10.0)
     monkeypatch.setattr(model, "_class_probs",
                         lambda raw, ensemble: (probs, objectness, logits))
@@ -67,6 +71,7 @@ def test_pseudo_labels_are_confident_unseen_masks_on_unlabelled_pixels(monkeypat
     # kept: the spilling mask (87.5 % unlabelled), cut to the unlabelled pixels; dropped: its
     # duplicate, a seen name, a mask on labelled pixels, a low score, a tiny mask
     assert out["classes"].tolist() == [seen_c, unseen_a]
+    assert model.training and model.crop_classifier.training  # back to training
     assert torch.equal(out["masks"][1].bool(), spill & (sem == 255))
     assert out["masks"][1].sum() == 28 * 36
     assert torch.equal(out["masks"][0], targets[0]["masks"][0])

@@ -360,8 +360,13 @@ class OpenVocabSegmentor(nn.Module):
         """``targets`` plus the model's own confident masks of unseen classes on unlabelled
         pixels (see ``MODEL.SELF_TRAIN``), named as at inference."""
         threshold, min_ignored, min_area = self.self_train
-        raw = self._predict_raw(images, None, None, sizes)
-        probs, objectness, logits = self._class_probs(raw, self.ensemble)
+        mode = self.training
+        nn.Module.train(self, False)  # inference behaviour (no training-time crop augmentation)
+        try:
+            raw = self._predict_raw(images, None, None, sizes)
+            probs, objectness, logits = self._class_probs(raw, self.ensemble)
+        finally:
+            nn.Module.train(self, mode)
         score, label = probs.max(-1)
         score = score * objectness
         size = tuple(images.shape[-2:])
