@@ -88,8 +88,9 @@ def test_a_training_step_trains_the_crops_on_pseudo_labels(monkeypatch):
     unseen = int(torch.nonzero(~model._seen)[0, 0])
     pseudo = []
 
-    def with_pseudo(batch, images, sizes, targets):
+    def with_pseudo(batch, images, sizes, targets, feats):
         pseudo.append(True)
+        assert "clip_dense" in feats  # the step's backbone features, not computed again
         m = torch.zeros(images.shape[-2:])
         m[:16, :16] = 1
         return [dict(t, masks=torch.cat([t["masks"], m[None].to(t["masks"])]),

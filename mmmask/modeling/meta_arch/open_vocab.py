@@ -22,7 +22,7 @@ from mmmask.registry import (BACKBONE_REGISTRY, MASK_CLASSIFIER_REGISTRY, MASK_G
                              META_ARCH_REGISTRY)
 
 from ..clip.text import TextTower, synonym_index
-from ..iou_matching import build_adapter_targets, collate_adapter_targets
+from ..iou_matching import build_adapter_targets, collate_adapter_targets, mask_iou
 from ..mask_crop import resize_mask_probs
 from ..mask_refine import MaskRefiner
 from ..postprocess import (combine_class_probs, instance_inference, leftover_masks,
@@ -306,7 +306,7 @@ class OpenVocabSegmentor(nn.Module):
         text = self.text_embeddings()
         targets = self._padded_targets(batch, tuple(images.shape[-2:]))
         if self.self_train is not None:
-            targets = self._with_pseudo_labels(batch, images, sizes, targets)
+            targets = self._with_pseudo_labels(batch, images, sizes, targets, feats)
         losses: dict[str, torch.Tensor] = {}
         proposals = None
         if self.train_generator:
@@ -356,14 +356,16 @@ class OpenVocabSegmentor(nn.Module):
 
     @torch.no_grad()
     def _with_pseudo_labels(self, batch: list[dict], images: torch.Tensor,
-                            sizes: list[tuple[int, int]], targets: list[dict]) -> list[dict]:
+                            sizes: list[tuple[int, int]], targets: list[dict],
+                            feats: dict | None = None) -> list[dict]:
         """``targets`` plus the model's own confident masks of unseen classes on unlabelled
-        pixels (see ``MODEL.SELF_TRAIN``), named as at inference."""
+        pixels (see ``MODEL.SELF_TRAIN``), named as at inference (``feats``: the backbone's
+        features of ``images`` when already computed)."""
         threshold, min_ignored, min_area = self.self_train
         mode = self.training
         nn.Module.train(self, False)  # inference behaviour (no training-time crop augmentation)
         try:
-            raw = self._predict_raw(images, None, None, sizes)
+            raw = self._predict_raw(images, None, None, sizes, feats)
             probs, objectness, logits = self._class_probs(raw, self.ensemble)
         finally:
             nn.Module.train(self, mode)
@@ -393,7 +395,8 @@ class OpenVocabSegmentor(nn.Module):
                 if area < max(1.0, min_area * h * w) or (m & ignored).sum() < min_ignored * area:
                     continue
                 m = m & ignored
-                if any((m & o).sum() > 0.5 * (m | o).sum() for o in chosen):
+                flat = m.flatten()[None]
+                if chosen and mask_iou(flat, torch.stack(chosen).flatten(1)).max() > 0.5:
                     continue  # a duplicate of a better-scored pseudo-label
                 chosen.append(m)
                 classes.append(c)
@@ -459,9 +462,11 @@ class OpenVocabSegmentor(nn.Module):
         raw = self._predict_raw(images, external_masks, external_scores, image_sizes)
         return self._class_probs(raw, self.ensemble if ensemble is None else ensemble)
 
-    def _predict_raw(self, images, external_masks, external_scores, image_sizes) -> dict:
-        """Everything of :meth:`predict_masks` but the final class distribution."""
-        feats = self.backbone(images)
+    def _predict_raw(self, images, external_masks, external_scores, image_sizes,
+                     feats: dict | None = None) -> dict:
+        """Everything of :meth:`predict_masks` but the final class distribution (``feats``: the
+        backbone's features of ``images``, computed here when not given)."""
+        feats = self.backbone(images) if feats is None else feats
         text = self.text_embeddings()
         gen_logits = None
         if external_masks is None:
