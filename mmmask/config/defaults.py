@@ -241,7 +241,7 @@ _C.MODEL.ENSEMBLE.TASKS = ("semantic", "panoptic", "instance")
 # the whole vocabulary, unseen names included.
 _C.MODEL.SELF_TRAIN = CN()
 _C.MODEL.SELF_TRAIN.ENABLED = False
-_C.MODEL.SELF_TRAIN.THRESHOLD = 0.5
+_C.MODEL.SELF_TRAIN.THRESHOLD = 0.3
 _C.MODEL.SELF_TRAIN.MIN_IGNORED = 0.8
 _C.MODEL.SELF_TRAIN.MIN_AREA = 0.002
 
