@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from mmmask.utils.weights import (ROWS_SUFFIX, SHAPE_SUFFIX, SHIPPED_DIR, load_state_dict_file,
-                                  resolve_weights, save_safetensors, sparsify_rows)
+from mmmask.utils.weights import (SHIPPED_DIR, load_state_dict_file, resolve_weights,
+                                  save_safetensors, sparsify_rows, stored_rows)
 
 __all__ = ["touched_rows", "export_shipped"]
 
@@ -26,8 +26,10 @@ def touched_rows(checkpoint: str, shape: tuple[int, int]) -> torch.Tensor:
     training checkpoint (.pth with its optimizer state), or the rows a shipped safetensors file
     stores of a row-sparse table of that shape (``shipped:<file>`` or a path)."""
     path = resolve_weights(checkpoint)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Weight file not found: {path} (--embedding-rows-from)")
     if path.endswith(".safetensors"):
-        return _stored_rows(path, shape)
+        return stored_rows(path, TOKEN_EMBEDDING, shape)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = ckpt.get("optimizer", {}).get("state", {})
     for entry in state.values():
@@ -35,22 +37,6 @@ def touched_rows(checkpoint: str, shape: tuple[int, int]) -> torch.Tensor:
         if sq is not None and tuple(sq.shape) == tuple(shape):
             return sq.abs().sum(dim=1) > 0
     raise ValueError(f"{checkpoint} has no optimizer state for a parameter of shape {shape}")
-
-
-def _stored_rows(path: str, shape: tuple[int, int]) -> torch.Tensor:
-    from safetensors import safe_open
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Weight file not found: {path} (--embedding-rows-from)")
-    with safe_open(path, framework="pt", device="cpu") as f:
-        for key in f.keys():
-            if key.endswith(TOKEN_EMBEDDING + ROWS_SUFFIX):
-                stem = key[: -len(ROWS_SUFFIX)]
-                if tuple(f.get_tensor(stem + SHAPE_SUFFIX).tolist()) == tuple(shape):
-                    keep = torch.zeros(shape[0], dtype=torch.bool)
-                    keep[f.get_tensor(key).long()] = True
-                    return keep
-    raise ValueError(f"{path} stores no row-sparse token embedding of shape {shape}")
 
 
 def export_shipped(cfg, weights: str, name: str, out_dir: str | None = None,

@@ -11,12 +11,11 @@ from pathlib import Path
 import torch
 
 __all__ = ["SHIPPED_DIR", "resolve_weights", "load_state_dict_file", "load_matching",
-           "save_safetensors", "sparsify_rows", "densify_rows", "ROWS_SUFFIX", "SHAPE_SUFFIX"]
+           "save_safetensors", "sparsify_rows", "densify_rows", "stored_rows"]
 
 # Row-sparse storage of embedding tables whose untouched rows are zero: "<key>.__rows" (int64
 # row ids), "<key>.__values" (those rows) and "<key>.__shape" (the dense shape).
-ROWS_SUFFIX, VALUES_SUFFIX, SHAPE_SUFFIX = ".__rows", ".__values", ".__shape"
-_ROWS, _VALUES, _SHAPE = ROWS_SUFFIX, VALUES_SUFFIX, SHAPE_SUFFIX
+_ROWS, _VALUES, _SHAPE = ".__rows", ".__values", ".__shape"
 
 
 def sparsify_rows(state: dict[str, torch.Tensor], key: str, keep: torch.Tensor) -> dict:
@@ -38,6 +37,22 @@ def densify_rows(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         dense[rows] = values
         state[key] = dense
     return state
+
+def stored_rows(path: str, key_suffix: str, shape: tuple[int, int]) -> torch.Tensor:
+    """Bool[rows]: the rows a safetensors file stores of its row-sparse table whose key ends with
+    ``key_suffix`` and whose dense shape is ``shape`` (read without loading the other tensors)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt", device="cpu") as f:
+        for key in f.keys():
+            if key.endswith(key_suffix + _ROWS):
+                stem = key[: -len(_ROWS)]
+                if tuple(f.get_tensor(stem + _SHAPE).tolist()) == tuple(shape):
+                    keep = torch.zeros(shape[0], dtype=torch.bool)
+                    keep[f.get_tensor(key).long()] = True
+                    return keep
+    raise ValueError(f"{path} stores no row-sparse {key_suffix} of shape {tuple(shape)}")
+
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 
