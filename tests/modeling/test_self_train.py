@@ -67,7 +67,7 @@ def test_pseudo_labels_are_confident_unseen_masks_on_unlabelled_pixels(monkeypat
     _fake_inference(model, monkeypatch, probs, objectness, masks)
     item = {"sem_seg": sem}
     targets = [{"masks": torch.ones(1, *size), "classes": torch.tensor([seen_c])}]
-    out = model._with_pseudo_labels([item], torch.zeros(1, 3, *size), [size], targets)[0]
+    out = model._with_pseudo_labels([item], torch.zeros(1, 3, *size), [size], targets)[0][0]
     # kept: the spilling mask (87.5 % unlabelled), cut to the unlabelled pixels; dropped: its
     # duplicate, a seen name, a mask on labelled pixels, a low score, a tiny mask
     assert out["classes"].tolist() == [seen_c, unseen_a]
@@ -76,7 +76,7 @@ def test_pseudo_labels_are_confident_unseen_masks_on_unlabelled_pixels(monkeypat
     assert out["masks"][1].sum() == 28 * 36
     assert torch.equal(out["masks"][0], targets[0]["masks"][0])
     objectness[0, 0] = 0.5  # score 0.95 x 0.5 < 0.5: the next best, the duplicate, comes in
-    out = model._with_pseudo_labels([item], torch.zeros(1, 3, *size), [size], targets)[0]
+    out = model._with_pseudo_labels([item], torch.zeros(1, 3, *size), [size], targets)[0][0]
     assert out["classes"].tolist() == [seen_c, unseen_b]
     with pytest.raises(ValueError, match="sem_seg"):
         model._with_pseudo_labels([{}], torch.zeros(1, 3, *size), [size], targets)
@@ -94,7 +94,8 @@ def test_a_training_step_trains_the_crops_on_pseudo_labels(monkeypatch):
         m = torch.zeros(images.shape[-2:])
         m[:16, :16] = 1
         return [dict(t, masks=torch.cat([t["masks"], m[None].to(t["masks"])]),
-                     classes=torch.cat([t["classes"], torch.tensor([unseen])])) for t in targets]
+                     classes=torch.cat([t["classes"], torch.tensor([unseen])]))
+                for t in targets], None
 
     monkeypatch.setattr(model, "_with_pseudo_labels", with_pseudo)
     got = {}
@@ -121,3 +122,38 @@ def test_bad_self_training_settings_fail_clearly(monkeypatch):
     monkeypatch.setattr(ov, "default_vocabulary", lambda name: (everything, is_thing))
     with pytest.raises(ValueError, match="unseen in training"):
         _model()
+
+
+def test_a_step_runs_the_generator_and_the_refinement_once(monkeypatch):
+    """The pseudo-labeller's inference pass gives the mixed-mask training its predicted masks,
+    refined, instead of a second generator run and refinement."""
+    opts = ["MODEL.MASK_CROP.TRAIN_MASK_SIZE", "image", "MODEL.TEST.MASK_REFINE.ENABLED", "True"]
+    model = _model(*opts).train()
+    batch = next(iter(build_train_loader(tiny_cfg(*CROP_TRAINING, *opts))))
+    calls = {"generator": 0, "refiner": 0}
+    generator, refiner = model.mask_generator.forward, model.mask_refiner
+    crop_forward, seen = model.crop_classifier.forward, {}
+
+    def count_generator(*a, **k):
+        calls["generator"] += 1
+        return generator(*a, **k)
+
+    def count_refiner(*a, **k):
+        calls["refiner"] += 1
+        out = refiner(*a, **k)
+        seen["refined"] = out.sigmoid()
+        return out
+
+    def crops(dense, masks, *a, **k):
+        if model.training:
+            seen["trained_on"] = masks
+        return crop_forward(dense, masks, *a, **k)
+
+    monkeypatch.setattr(model.mask_generator, "forward", count_generator)
+    monkeypatch.setattr(model, "mask_refiner", count_refiner)
+    monkeypatch.setattr(model.crop_classifier, "forward", crops)
+    assert "loss_crop_ce" in model(batch)
+    assert calls == {"generator": 1, "refiner": 1}
+    # the crops train on those refined masks (matched ones carry them as they are)
+    assert any(torch.allclose(m, r, atol=1e-5) for m in seen["trained_on"][0]
+               for r in seen["refined"][0])

@@ -305,8 +305,9 @@ class OpenVocabSegmentor(nn.Module):
         feats = self.backbone(images)
         text = self.text_embeddings()
         targets = self._padded_targets(batch, tuple(images.shape[-2:]))
+        pseudo_raw = None  # the pseudo-labeller's inference pass, reused below
         if self.self_train is not None:
-            targets = self._with_pseudo_labels(batch, images, sizes, targets, feats)
+            targets, pseudo_raw = self._with_pseudo_labels(batch, images, sizes, targets, feats)
         losses: dict[str, torch.Tensor] = {}
         proposals = None
         if self.train_generator:
@@ -315,7 +316,9 @@ class OpenVocabSegmentor(nn.Module):
         if self.train_classifier or self.train_crop:
             pred = None
             if self.adapter_masks == "mixed":
-                if proposals is None:
+                if proposals is None and pseudo_raw is not None:
+                    proposals = pseudo_raw["proposals"]  # no second generator run
+                elif proposals is None:
                     with torch.no_grad():
                         proposals = self.mask_generator(feats, text)
                 pred = proposals.pred_masks.detach().sigmoid()
@@ -339,7 +342,12 @@ class OpenVocabSegmentor(nn.Module):
                         and self.crop_mask_size == "image"):
                     # predicted masks refined as at inference, so the crops train on the
                     # outlines they will be named from
-                    refined = self._refine(torch.logit(pred, eps=1e-4), images, sizes).sigmoid()
+                    if (pseudo_raw is not None and proposals is pseudo_raw["proposals"]
+                            and pseudo_raw["refined_masks"] is not None):
+                        refined = pseudo_raw["refined_masks"].sigmoid()  # refined once per step
+                    else:
+                        refined = self._refine(torch.logit(pred, eps=1e-4), images,
+                                               sizes).sigmoid()
                     frames[crop_size] = self._classifier_targets(targets, refined, crop_size)
                 on_crops = masks_at(crop_size)
                 crop_text = self.crop_classifier.text_embeddings(self.vocabulary, text)
@@ -357,10 +365,11 @@ class OpenVocabSegmentor(nn.Module):
     @torch.no_grad()
     def _with_pseudo_labels(self, batch: list[dict], images: torch.Tensor,
                             sizes: list[tuple[int, int]], targets: list[dict],
-                            feats: dict | None = None) -> list[dict]:
+                            feats: dict | None = None) -> tuple[list[dict], dict]:
         """``targets`` plus the model's own confident masks of unseen classes on unlabelled
         pixels (see ``MODEL.SELF_TRAIN``), named as at inference (``feats``: the backbone's
-        features of ``images`` when already computed)."""
+        features of ``images`` when already computed), and that inference pass's
+        :meth:`_predict_raw` output."""
         threshold, min_ignored, min_area = self.self_train
         mode = self.training
         nn.Module.train(self, False)  # inference behaviour (no training-time crop augmentation)
@@ -405,7 +414,7 @@ class OpenVocabSegmentor(nn.Module):
                          classes=torch.cat([t["classes"], torch.tensor(
                              classes, dtype=t["classes"].dtype, device=self.device)]))
             out.append(t)
-        return out
+        return out, raw
 
     def _classifier_targets(self, targets: list[dict], pred: torch.Tensor | None,
                             size: tuple[int, int]):
@@ -468,7 +477,7 @@ class OpenVocabSegmentor(nn.Module):
         backbone's features of ``images``, computed here when not given)."""
         feats = self.backbone(images) if feats is None else feats
         text = self.text_embeddings()
-        gen_logits = None
+        gen_logits = proposals = refined = None
         if external_masks is None:
             proposals = self.mask_generator(feats, text)
             mask_logits = proposals.pred_masks
@@ -488,6 +497,8 @@ class OpenVocabSegmentor(nn.Module):
             external_scores = None  # scores belong to external masks only
             if self.mask_refiner is not None:  # outlines onto the image's edges (before naming)
                 mask_logits = self._refine(mask_logits, images, image_sizes)
+                if mask_logits.shape[1] == proposals.pred_masks.shape[1]:
+                    refined = mask_logits  # every generator mask, in its order
         if external_scores is not None and external_scores.shape != mask_logits.shape[:2]:
             raise ValueError(f"external_scores {tuple(external_scores.shape)} must be B x Q = "
                              f"{tuple(mask_logits.shape[:2])}")
@@ -517,7 +528,8 @@ class OpenVocabSegmentor(nn.Module):
             cls_logits = ((1 - w) * cls_logits.float().log_softmax(-1)
                           + w * self._aggregate(crop.logits).float().log_softmax(-1))
         return {"cls_logits": cls_logits, "gen_logits": gen_logits, "num_masks": q,
-                "found": found, "external_scores": external_scores, "mask_logits": mask_logits}
+                "found": found, "external_scores": external_scores, "mask_logits": mask_logits,
+                "proposals": proposals, "refined_masks": refined}
 
     def _class_probs(self, raw: dict, ensemble: bool):
         """``(probs, objectness, mask_logits)`` from :meth:`_predict_raw`'s output."""
