@@ -198,6 +198,14 @@ _C.MODEL.MASK_CROP.TRAIN_MASK_SIZE = "features"
 # Side of the crops (0 = MODEL.CLIP.IMAGE_SIZE). Larger crops show small objects in more detail;
 # only for towers that take any input size (ConvNeXt; a ViT keeps its training size).
 _C.MODEL.MASK_CROP.CROP_SIZE = 0
+# While TRAIN: every step also trains the crop towers contrastively on BATCH_SIZE image-caption
+# pairs drawn at random from DATASET (CLIP's pretraining corpus, e.g. "shapes_ov_captions",
+# whose pairs name every class; "" = off), the loss weighted by WEIGHT. The crops then keep
+# learning the names that no mask annotation carries instead of only the seen classes'.
+_C.MODEL.MASK_CROP.CAPTIONS = CN()
+_C.MODEL.MASK_CROP.CAPTIONS.DATASET = ""
+_C.MODEL.MASK_CROP.CAPTIONS.BATCH_SIZE = 32
+_C.MODEL.MASK_CROP.CAPTIONS.WEIGHT = 1.0
 
 # ---- Inference ------------------------------------------------------------------------------
 _C.MODEL.TEST = CN()

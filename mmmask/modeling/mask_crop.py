@@ -27,6 +27,7 @@ from torchvision.ops import roi_align
 
 from ..config import configurable
 from ..registry import MASK_CLASSIFIER_REGISTRY
+from .clip.pretrain import contrastive_loss
 from .mask_pooling import (MAX_LOGIT_SCALE, ClassifierOutput, check_classifier_inputs,
                            classifier_losses, cosine_logits)
 from .postprocess import resize_masks
@@ -236,6 +237,26 @@ class MaskCrop(nn.Module):
         emb = F.normalize(emb, dim=-1).reshape(b, q, self.embed_dim)
         logits = cosine_logits(emb, text_emb, self.logit_scale, self.void_logit)
         return ClassifierOutput(logits=logits, embeddings=emb)
+
+    def caption_loss(self, images: Tensor, captions: list[str], backbone: Any) -> Tensor:
+        """Symmetric InfoNCE between whole ``images`` ([N, 3, H, W], CLIP-normalised, resized
+        to the crop size) and their ``captions``, through the crops' own towers (the backbone's
+        frozen ones where there is none), at the crops' logit scale."""
+        if len(images) != len(captions):
+            raise ValueError(f"{len(images)} images for {len(captions)} captions")
+        if tuple(images.shape[-2:]) != (self.crop_size, self.crop_size):
+            images = F.interpolate(images, size=(self.crop_size, self.crop_size),
+                                   mode="bilinear", align_corners=False)
+        encode = backbone.encode_image if self.tower is None else self.tower
+        img = F.normalize(encode(images).float(), dim=-1)
+        if self.text_tower is not None:
+            txt = self.text_tower.encode_texts(captions)
+        else:
+            text = backbone.text
+            with torch.no_grad():
+                txt = torch.cat([F.normalize(text.encode_tokens(t).float(), dim=-1)
+                                 for t in text.token_batches(list(captions), images.device)])
+        return contrastive_loss(img, txt, self.logit_scale, list(captions))
 
     def losses(self, output: ClassifierOutput, targets_classes: Tensor,
                consistency_groups: Tensor | None = None) -> dict[str, Tensor]:

@@ -203,6 +203,14 @@ class TextTower(nn.Module):
         return (token_embedding, self.positional_embedding, self.transformer, self.ln_final,
                 self.text_projection, self.attn_mask, self.pool)
 
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Tensor[N, D] normalised embeddings of free ``texts`` (e.g. captions, no templates),
+        with gradients when grad mode is on."""
+        encoder, device = self._frozen[0], self.positional_embedding.device
+        parts = self._parts()
+        return torch.cat([F.normalize(encode_text_tokens(parts, t).float(), dim=-1)
+                          for t in encoder.token_batches(list(texts), device)])
+
     def encode_vocabulary(self, vocab: Vocabulary) -> torch.Tensor:
         """Tensor[S, D]: per synonym of ``vocab``, the normalised mean over prompt templates."""
         names = _synonyms(vocab)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,8 @@ from torch import nn
 
 from mmmask.config import configurable
 from mmmask.data.annotations import IGNORE as IGNORE_LABEL
+from mmmask.data.catalog import DatasetCatalog
+from mmmask.data.mappers import CaptionMapper
 from mmmask.data.vocab import Vocabulary
 from mmmask.registry import (BACKBONE_REGISTRY, MASK_CLASSIFIER_REGISTRY, MASK_GENERATOR_REGISTRY,
                              META_ARCH_REGISTRY)
@@ -92,6 +95,7 @@ class OpenVocabSegmentor(nn.Module):
                  leftover_regions: int = 0, leftover_min_area: float = 0.01,
                  mask_refiner: MaskRefiner | None = None,
                  self_train: tuple[float, float, float] | None = None,
+                 crop_captions: tuple[Sequence[dict], Callable, int, float] | None = None,
                  tasks: tuple[str, ...] = ("semantic", "panoptic", "instance"),
                  size_divisibility: int = 32):
         super().__init__()
@@ -130,6 +134,13 @@ class OpenVocabSegmentor(nn.Module):
             raise ValueError(f"MODEL.MASK_CROP.TRAIN_MASK_SIZE must be one of {CROP_MASK_SIZES}; "
                              f"got {crop_mask_size!r}")
         self.crop_mask_size = crop_mask_size
+        # While the crops train: (caption records, their mapper, pairs per step, loss weight).
+        if crop_captions is not None:
+            _, _, n, weight = crop_captions
+            if int(n) < 2 or float(weight) < 0:
+                raise ValueError("MODEL.MASK_CROP.CAPTIONS.BATCH_SIZE must be >= 2 (a contrastive "
+                                 f"batch) and WEIGHT >= 0; got {n}, {weight}")
+        self.crop_captions = crop_captions
         self.register_load_state_dict_post_hook(_crop_towers_follow_backbone)
         if leftover_regions < 0 or not 0 <= leftover_min_area <= 1:
             raise ValueError("MODEL.TEST.LEFTOVER_REGIONS must be >= 0 and LEFTOVER_MIN_AREA in "
@@ -202,6 +213,12 @@ class OpenVocabSegmentor(nn.Module):
         from mmmask.data.builtin import register_builtin
 
         register_builtin(cfg)  # Shapes-OV sizes and DATASETS.ROOTS
+        captions = cfg.MODEL.MASK_CROP.CAPTIONS
+        crop_captions = None
+        if captions.DATASET and cfg.MODEL.MASK_CROP.TRAIN:
+            crop_captions = (DatasetCatalog.get(captions.DATASET),
+                             CaptionMapper(cfg, is_train=True), captions.BATCH_SIZE,
+                             captions.WEIGHT)
         name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else cfg.DATASETS.TEST[0]
         vocab, is_thing = default_vocabulary(name)
         t = cfg.MODEL.TEST
@@ -227,6 +244,7 @@ class OpenVocabSegmentor(nn.Module):
             "self_train": ((cfg.MODEL.SELF_TRAIN.THRESHOLD, cfg.MODEL.SELF_TRAIN.MIN_IGNORED,
                             cfg.MODEL.SELF_TRAIN.MIN_AREA)
                            if cfg.MODEL.SELF_TRAIN.ENABLED else None),
+            "crop_captions": crop_captions,
         }
 
     # -- vocabulary --------------------------------------------------------------------------
@@ -357,10 +375,21 @@ class OpenVocabSegmentor(nn.Module):
             for head, out, (_, classes, groups) in heads:
                 out = dataclasses.replace(out, logits=self._aggregate(out.logits))
                 losses.update(head.losses(out, classes, groups))
+            if self.train_crop and self.crop_captions is not None:
+                losses["loss_crop_caption"] = self._crop_caption_loss()
         if not losses:
             raise RuntimeError("Nothing to train: MODEL.TRAIN_GENERATOR, TRAIN_CLASSIFIER and "
                                "MASK_CROP.TRAIN are off")
         return losses
+
+    def _crop_caption_loss(self) -> torch.Tensor:
+        """The crops' contrastive loss on image-caption pairs drawn at random from
+        ``MODEL.MASK_CROP.CAPTIONS.DATASET`` (see there), weighted."""
+        records, mapper, n, weight = self.crop_captions
+        items = [mapper(records[i]) for i in torch.randint(len(records), (int(n),)).tolist()]
+        images = self.backbone.normalize(torch.stack([d["image"] for d in items]).to(self.device))
+        captions = [d["caption"] for d in items]
+        return weight * self.crop_classifier.caption_loss(images, captions, self.backbone)
 
     @torch.no_grad()
     def _with_pseudo_labels(self, batch: list[dict], images: torch.Tensor,
