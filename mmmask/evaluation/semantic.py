@@ -67,6 +67,7 @@ def semantic_metrics(
     class_names: Sequence[str] | None = None,
     is_seen: Sequence[bool] | None = None,
     present_only: bool = True,
+    is_thing: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
     """Metrics (in percent) of a confusion matrix ``[C, C]`` or ``[C, C+1]`` (rows = ground truth).
 
@@ -74,7 +75,9 @@ def semantic_metrics(
         ``mIoU`` and ``mACC`` (by ``present_only``), ``mIoU_present``, ``mIoU_all``,
         ``mACC_present``, ``mACC_all``, ``fwIoU``, ``pACC``, ``per_class``
         (``{name: {"IoU", "ACC"}}``, None where undefined) and, with ``is_seen``, ``mIoU_seen``,
-        ``mIoU_unseen``, ``hIoU`` (harmonic mean of the two) under the chosen convention.
+        ``mIoU_unseen``, ``hIoU`` (harmonic mean of the two) under the chosen convention; with
+        ``is_thing`` also ``mIoU_things`` and ``mIoU_stuff`` (and, with ``is_seen`` too,
+        ``mIoU_things_seen``, ``mIoU_things_unseen``, ``mIoU_stuff_seen``, ``mIoU_stuff_unseen``).
     """
     conf = np.asarray(conf, dtype=np.float64)
     c = conf.shape[0]
@@ -108,6 +111,16 @@ def semantic_metrics(
         res["mIoU_seen"] = 100 * _mean(iou[seen], iou_valid[seen], present_only)
         res["mIoU_unseen"] = 100 * _mean(iou[~seen], iou_valid[~seen], present_only)
         res["hIoU"] = harmonic_mean(res["mIoU_seen"], res["mIoU_unseen"])
+    if is_thing is not None:
+        thing = np.asarray(is_thing, dtype=bool)
+        if thing.shape != (c,):
+            raise ValueError(f"is_thing needs one flag per class ({c}); got {thing.shape}.")
+        groups = {"things": thing, "stuff": ~thing}
+        if is_seen is not None:
+            groups.update({f"{g}_{s}": sel & (seen if s == "seen" else ~seen)
+                           for g, sel in list(groups.items()) for s in ("seen", "unseen")})
+        for g, sel in groups.items():
+            res[f"mIoU_{g}"] = 100 * _mean(iou[sel], iou_valid[sel], present_only)
     first = ["mIoU", "fwIoU", "mACC", "pACC"]
     res = {**{k: res[k] for k in first}, **{k: v for k, v in res.items() if k not in first}}
     res["per_class"] = {
@@ -166,12 +179,15 @@ class SemSegEvaluator(DatasetEvaluator):
 
     def __init__(self, num_classes: int, ignore_label: int = 255,
                  class_names: Sequence[str] | None = None,
-                 is_seen: Sequence[bool] | None = None, present_only: bool = True):
-        check_class_lists(num_classes, class_names=class_names, is_seen=is_seen)
+                 is_seen: Sequence[bool] | None = None, present_only: bool = True,
+                 is_thing: Sequence[bool] | None = None):
+        check_class_lists(num_classes, class_names=class_names, is_seen=is_seen,
+                          is_thing=is_thing)
         self.num_classes = int(num_classes)
         self.ignore_label = int(ignore_label)
         self.class_names = list(class_names) if class_names is not None else None
         self.is_seen = list(is_seen) if is_seen is not None else None
+        self.is_thing = list(is_thing) if is_thing is not None else None
         self.present_only = bool(present_only)
         self.reset()
 
@@ -205,7 +221,8 @@ class SemSegEvaluator(DatasetEvaluator):
             self._conf += s
 
     def compute(self) -> dict:
-        return semantic_metrics(self._conf, self.class_names, self.is_seen, self.present_only)
+        return semantic_metrics(self._conf, self.class_names, self.is_seen, self.present_only,
+                                self.is_thing)
 
 
 def build_sem_seg_evaluator(dataset_name: str | None, cfg: Any = None, *, metadata: Any = None,
@@ -214,7 +231,8 @@ def build_sem_seg_evaluator(dataset_name: str | None, cfg: Any = None, *, metada
     meta = dataset_metadata(dataset_name, metadata)
     names = meta_get(meta, "class_names") or [c[0] for c in meta_get(meta, "classes")]
     args = dict(num_classes=len(names), ignore_label=meta_get(meta, "ignore_label", 255),
-                class_names=names, is_seen=meta_get(meta, "is_seen"))
+                class_names=names, is_seen=meta_get(meta, "is_seen"),
+                is_thing=meta_get(meta, "is_thing"))
     if cfg is not None:
         args["present_only"] = bool(cfg.TEST.MIOU_PRESENT_ONLY)
     args.update(kwargs)

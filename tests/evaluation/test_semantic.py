@@ -71,6 +71,26 @@ def test_seen_unseen_and_harmonic(present_only):
     assert harmonic_mean(0.0, 0.0) == 0.0
 
 
+def test_things_and_stuff_split_with_seen_and_unseen():
+    # IoU 0.6 / 0.778 / 0 / undefined for a, b, c, d; things a, c (seen a, unseen c), stuff b, d
+    seen, thing = [True, False, False, True], [True, False, True, False]
+    conf = confusion_matrix(GT, PRED, 4)
+    res = semantic_metrics(conf, NAMES, seen, True, thing)
+    assert res["mIoU_things"] == pytest.approx(100 * (3 / 5 + 0) / 2)
+    assert res["mIoU_stuff"] == pytest.approx(100 * 7 / 9)  # d has no IoU: left out
+    assert res["mIoU_things_seen"] == pytest.approx(60.0)
+    assert res["mIoU_things_unseen"] == pytest.approx(0.0)
+    assert res["mIoU_stuff_unseen"] == pytest.approx(700 / 9)
+    assert np.isnan(res["mIoU_stuff_seen"])  # only d, absent
+    assert "mIoU_things_seen" not in semantic_metrics(conf, NAMES, None, True, thing)
+    assert "mIoU_things" not in semantic_metrics(conf, NAMES, seen, True)
+    with pytest.raises(ValueError, match="is_thing needs one flag per class"):
+        semantic_metrics(conf, NAMES, seen, True, thing[:3])
+    ev = SemSegEvaluator(4, class_names=NAMES, is_seen=seen, is_thing=thing)
+    ev.process([{"sem_seg": torch.from_numpy(GT)}], [{"sem_seg": torch.from_numpy(PRED)}])
+    assert ev.compute()["mIoU_things_seen"] == pytest.approx(60.0)
+
+
 @pytest.mark.parametrize("present_only", [True, False])
 def test_evaluator_scores_and_labels(present_only, tmp_path):
     scores = torch.nn.functional.one_hot(torch.as_tensor(PRED), 5).permute(2, 0, 1).float()
