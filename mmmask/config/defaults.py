@@ -205,7 +205,7 @@ _C.MODEL.MASK_CROP.CROP_SIZE = 0
 _C.MODEL.MASK_CROP.CAPTIONS = CN()
 _C.MODEL.MASK_CROP.CAPTIONS.DATASET = ""
 _C.MODEL.MASK_CROP.CAPTIONS.BATCH_SIZE = 32
-_C.MODEL.MASK_CROP.CAPTIONS.WEIGHT = 1.0
+_C.MODEL.MASK_CROP.CAPTIONS.WEIGHT = 0.3
 
 # ---- Inference ------------------------------------------------------------------------------
 _C.MODEL.TEST = CN()

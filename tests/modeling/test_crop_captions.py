@@ -44,6 +44,13 @@ def test_the_caption_loss_trains_both_crop_towers():
     assert model.backbone.clip.visual.trunk.stem[0].weight.grad is None  # the backbone is frozen
     with pytest.raises(ValueError, match="3 captions"):
         crop.caption_loss(images, captions[:3], model.backbone)
+    # without a text copy the captions go through the backbone's frozen text tower
+    image_only = _model(*CAPTIONS, "MODEL.MASK_CROP.OWN_TEXT_TOWER", "False").train()
+    crop = image_only.crop_classifier
+    assert crop.text_tower is None
+    crop.caption_loss(images, captions, image_only.backbone).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in crop.tower.parameters())
+    assert all(p.grad is None for p in image_only.backbone.parameters())
 
 
 def test_a_training_step_adds_the_caption_loss_and_draws_fresh_pairs(monkeypatch):
@@ -64,13 +71,13 @@ def test_a_training_step_adds_the_caption_loss_and_draws_fresh_pairs(monkeypatch
     assert torch.isfinite(out["loss_crop_caption"])
     model(batch)
     assert len(drawn) == 2 and drawn[0] != drawn[1]  # random pairs every step
-    # weight 0.5 halves it (same draws under the same seed)
-    half = _model(*CAPTIONS, "MODEL.MASK_CROP.CAPTIONS.WEIGHT", "0.5").train()
+    # twice the weight (0.3 by default), twice the loss (same draws under the same seed)
+    double = _model(*CAPTIONS, "MODEL.MASK_CROP.CAPTIONS.WEIGHT", "0.6").train()
     torch.manual_seed(1)
     a = model(batch)["loss_crop_caption"]
     torch.manual_seed(1)
-    b = half(batch)["loss_crop_caption"]
-    assert torch.allclose(b, a / 2, rtol=1e-4)
+    b = double(batch)["loss_crop_caption"]
+    assert torch.allclose(b, 2 * a, rtol=1e-4)
 
 
 def test_training_on_captions_lowers_their_loss():
@@ -100,3 +107,12 @@ def test_off_when_not_training_the_crops_and_bad_settings_refused():
         _model(*CAPTIONS, "MODEL.MASK_CROP.CAPTIONS.WEIGHT", "-1.0")
     with pytest.raises(KeyError, match="no_such_captions"):
         _model(*CAPTIONS, "MODEL.MASK_CROP.CAPTIONS.DATASET", "no_such_captions")
+    from mmmask.data.catalog import DatasetCatalog, MetadataCatalog, register_dataset
+
+    register_dataset("empty_captions", lambda: [], overwrite=True)
+    try:
+        with pytest.raises(ValueError, match="no image-caption pairs"):
+            _model(*CAPTIONS, "MODEL.MASK_CROP.CAPTIONS.DATASET", "empty_captions")
+    finally:
+        DatasetCatalog.remove("empty_captions")
+        MetadataCatalog.remove("empty_captions")

@@ -136,10 +136,12 @@ class OpenVocabSegmentor(nn.Module):
         self.crop_mask_size = crop_mask_size
         # While the crops train: (caption records, their mapper, pairs per step, loss weight).
         if crop_captions is not None:
-            _, _, n, weight = crop_captions
+            records, _, n, weight = crop_captions
             if int(n) < 2 or float(weight) < 0:
                 raise ValueError("MODEL.MASK_CROP.CAPTIONS.BATCH_SIZE must be >= 2 (a contrastive "
                                  f"batch) and WEIGHT >= 0; got {n}, {weight}")
+            if len(records) == 0:
+                raise ValueError("MODEL.MASK_CROP.CAPTIONS.DATASET has no image-caption pairs")
         self.crop_captions = crop_captions
         self.register_load_state_dict_post_hook(_crop_towers_follow_backbone)
         if leftover_regions < 0 or not 0 <= leftover_min_area <= 1:
