@@ -252,10 +252,8 @@ class MaskCrop(nn.Module):
         if self.text_tower is not None:
             txt = self.text_tower.encode_texts(captions)
         else:
-            text = backbone.text
             with torch.no_grad():
-                txt = torch.cat([F.normalize(text.encode_tokens(t).float(), dim=-1)
-                                 for t in text.token_batches(list(captions), images.device)])
+                txt = backbone.text.encode_texts(captions)
         return contrastive_loss(img, txt, self.logit_scale, list(captions))
 
     def losses(self, output: ClassifierOutput, targets_classes: Tensor,

@@ -119,6 +119,16 @@ class TextEncoder:
         return [self.tokenizer(prompts[i : i + self.batch_size]).to(device)
                 for i in range(0, len(prompts), self.batch_size)]
 
+    def encode_texts(self, texts: list[str], parts: tuple | None = None) -> torch.Tensor:
+        """Tensor[N, D] normalised embeddings of ``texts`` (no templates, no cache) through
+        ``parts`` (default: this encoder's text tower; e.g. a :class:`TextTower`'s), with
+        gradients when grad mode is on."""
+        device = next(self.clip.parameters()).device
+        parts = self._parts() if parts is None else parts
+        out = [F.normalize(encode_text_tokens(parts, t).float(), dim=-1)
+               for t in self.token_batches(list(texts), device)]
+        return torch.cat(out) if out else torch.zeros(0, device=device)
+
     def vocabulary_prompts(self, vocab: Vocabulary) -> list[str]:
         """Every template applied to every synonym of ``vocab`` (templates innermost)."""
         return [t.format(n) for n in _synonyms(vocab) for t in self.templates]
@@ -126,13 +136,10 @@ class TextEncoder:
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Tensor[N, D] L2-normalised embeddings of ``prompts``, from the cache where possible."""
-        device = next(self.clip.parameters()).device
         todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         self.cache_hits += len(prompts) - len(todo)
         self.cache_misses += len(todo)
-        out = [F.normalize(self.encode_tokens(t).float(), dim=-1)
-               for t in self.token_batches(todo, device)]
-        fresh: dict[str, torch.Tensor] = dict(zip(todo, torch.cat(out))) if out else {}
+        fresh: dict[str, torch.Tensor] = dict(zip(todo, self.encode_texts(todo)))
         for p, e in fresh.items():
             if self.cache_size > 0:
                 self._cache[p] = e
@@ -206,10 +213,7 @@ class TextTower(nn.Module):
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """Tensor[N, D] normalised embeddings of free ``texts`` (e.g. captions, no templates),
         with gradients when grad mode is on."""
-        encoder, device = self._frozen[0], self.positional_embedding.device
-        parts = self._parts()
-        return torch.cat([F.normalize(encode_text_tokens(parts, t).float(), dim=-1)
-                          for t in encoder.token_batches(list(texts), device)])
+        return self._frozen[0].encode_texts(texts, self._parts())
 
     def encode_vocabulary(self, vocab: Vocabulary) -> torch.Tensor:
         """Tensor[S, D]: per synonym of ``vocab``, the normalised mean over prompt templates."""
