@@ -124,8 +124,8 @@ class TextEncoder:
         ``parts`` (default: this encoder's text tower; e.g. a :class:`TextTower`'s), with
         gradients when grad mode is on."""
         device = next(self.clip.parameters()).device
-        parts = self._parts() if parts is None else parts
-        out = [F.normalize(encode_text_tokens(parts, t).float(), dim=-1)
+        encode = self.encode_tokens if parts is None else (lambda t: encode_text_tokens(parts, t))
+        out = [F.normalize(encode(t).float(), dim=-1)
                for t in self.token_batches(list(texts), device)]
         return torch.cat(out) if out else torch.zeros(0, device=device)
 
