@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmmask.data.loader import build_train_loader
 from mmmask.modeling import build_model
@@ -25,9 +26,12 @@ def test_the_text_copy_encodes_free_text_as_the_frozen_tower_does():
     model = _model(*CAPTIONS).eval()
     texts = ["a red star", "a photo of a blue hexagon next to sand", "a red star"]
     copy = model.crop_classifier.text_tower.encode_texts(texts)
-    frozen = model.backbone.text.encode_prompts(texts)
+    text = model.backbone.text
+    with torch.no_grad():  # open_clip's own text path, full context, as the reference
+        reference = F.normalize(model.backbone.clip.encode_text(text.tokenizer(texts)), dim=-1)
     assert copy.shape == (3, model.backbone.embed_dim)
-    assert torch.allclose(copy, frozen, atol=1e-5)
+    assert torch.allclose(copy, reference, atol=1e-5)
+    assert torch.allclose(text.encode_texts(texts), reference, atol=1e-5)
 
 
 def test_the_caption_loss_trains_both_crop_towers():
