@@ -38,6 +38,7 @@ def densify_rows(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         state[key] = dense
     return state
 
+
 def stored_rows(path: str, key_suffix: str, shape: tuple[int, int]) -> torch.Tensor:
     """Bool[rows]: the rows a safetensors file stores of its row-sparse table whose key ends with
     ``key_suffix`` and whose dense shape is ``shape`` (read without loading the other tensors)."""
