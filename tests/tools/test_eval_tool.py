@@ -47,3 +47,20 @@ def test_eval_unknown_dataset_is_one_line_error(capsys):
                          "no_such_dataset", *TINY])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no_such_dataset" in err and len(err.splitlines()) == 1
+
+
+def test_eval_oracle_names_bounds_the_model(dataset, tmp_path):
+    args = ["--config-file", str(ROOT / "configs/shapes/pmp.yaml"), "--dataset-root", str(dataset),
+            "--task", "semantic", *TINY]
+    own, oracle = tmp_path / "own.json", tmp_path / "oracle.json"
+    assert _eval_main()(args[:4] + ["--output", str(own)] + args[4:]) == 0
+    assert _eval_main()(args[:4] + ["--oracle-names", "--output", str(oracle)] + args[4:]) == 0
+    own_miou = json.loads(own.read_text())["mIoU"]
+    oracle_miou = json.loads(oracle.read_text())["mIoU"]
+    assert oracle_miou > own_miou + 5  # untrained names, the same masks named right
+
+
+def test_eval_oracle_names_refuses_sam(capsys):
+    code = _eval_main()(["--dataset", "shapes_ov_val", "--generator", "sam", "--oracle-names"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--oracle-names" in err and len(err.splitlines()) == 1
