@@ -41,8 +41,9 @@ class OracleNamedSegmentor(nn.Module):
 
     Every mask whose binarised area (probability > 0.5, at the labels' size) holds labelled
     pixels gets a one-hot class distribution for their majority class; the others keep the
-    model's own. Post-processing is the model's, for its ``tasks``. Inputs must carry
-    ``sem_seg`` labels.
+    model's own (one distribution for every task, with the ensemble as ``MODEL.ENSEMBLE.ENABLED``
+    sets it). Post-processing is the model's, for its ``tasks``. Inputs must carry ``sem_seg``
+    labels.
     """
 
     def __init__(self, model: nn.Module):

@@ -16,8 +16,8 @@ def test_majority_labels_by_hand():
                         [0, 0, 2, 2],
                         [3, 3, 3, 3]])
     masks = torch.zeros(5, 4, 4, dtype=torch.bool)
-    masks[0, :2] = True         # 1, 1, 2, 0, 2 and three ignored pixels -> 1 and 2 tie at 2: 1
-    masks[0, 0, 2] = False      # now 1, 1, 0, 2: class 1
+    masks[0, :2] = True         # 1, 1, 0, 2 and three ignored pixels: class 1, not the
+    masks[0, 0, 2] = False      # ignore label that covers most of the mask
     masks[2, 1, :2] = True      # ignored pixels only
     masks[3, 2] = True          # 0, 0, 2, 2: a tie goes to the lower class, 0
     masks[4, 3] = True          # all of class 3
@@ -35,7 +35,6 @@ def test_majority_labels_ignores_out_of_range_and_checks_size():
 
 @pytest.fixture(scope="module")
 def model_and_batch():
-    torch.set_num_threads(1)
     cfg = tiny_cfg()
     model = build_model(cfg).eval()
     return model, next(iter(build_test_loader(cfg, "shapes_ov_val")))
@@ -62,7 +61,7 @@ def test_ground_truth_masks_named_by_the_oracle_give_the_labels(model_and_batch,
         return probs, torch.ones(1, len(classes) + 1), logits
 
     monkeypatch.setattr(model, "predict_masks", fake_predict_masks)
-    model.tasks = ("semantic", "panoptic")
+    monkeypatch.setattr(model, "tasks", ("semantic", "panoptic"))
     out = OracleNamedSegmentor(model)(batch)[0]
     labelled = sem != 255
     assert torch.equal(out["sem_seg"].argmax(0)[labelled], sem[labelled])
