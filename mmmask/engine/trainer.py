@@ -258,8 +258,11 @@ class Trainer:
 
     # ---- state ----
     def resume_or_load(self, resume: bool = True) -> int:
-        """Restore ``OUTPUT_DIR/last_checkpoint`` (with ``resume``) or load ``MODEL.WEIGHTS``."""
-        self.start_iter = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        """Restore ``OUTPUT_DIR/last_checkpoint`` (with ``resume``) or load ``MODEL.WEIGHTS``
+        (then ``MODEL.GENERATOR_WEIGHTS``' mask generator over it)."""
+        self.start_iter = self.checkpointer.resume_or_load(
+            self.cfg.MODEL.WEIGHTS, resume=resume,
+            parts={"mask_generator.": self.cfg.MODEL.GENERATOR_WEIGHTS})
         self.iter = self.start_iter
         return self.start_iter
 

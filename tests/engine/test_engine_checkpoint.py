@@ -173,3 +173,46 @@ def test_export_safetensors_round_trip_with_tied_weights(tmp_path):
     fresh = EngineToyNet()
     load_model_weights(fresh, str(tmp_path / "ck" / "model_final.pth"))
     assert torch.equal(fresh.net[0].weight, model.net[0].weight)
+
+
+class _TwoPart(nn.Module):
+    def __init__(self, extra: bool = False):
+        super().__init__()
+        self.mask_generator = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+        if extra:  # a generator variant with one more layer (e.g. text cross-attention)
+            self.mask_generator.append(nn.Linear(2, 2))
+        self.classifier = nn.Linear(4, 3)
+
+
+def test_parts_replace_one_submodule_after_the_weights(tmp_path):
+    torch.manual_seed(0)
+    whole, donor, target = _TwoPart(), _TwoPart(extra=True), _TwoPart()
+    export_safetensors(whole, str(tmp_path / "whole.safetensors"))
+    export_safetensors(donor, str(tmp_path / "donor.safetensors"))
+    ckpt = Checkpointer(target, str(tmp_path / "run"))
+    start = ckpt.resume_or_load(str(tmp_path / "whole.safetensors"), resume=True,
+                                parts={"mask_generator.": str(tmp_path / "donor.safetensors")})
+    assert start == 0
+    got, want_gen, want_rest = target.state_dict(), donor.state_dict(), whole.state_dict()
+    for k, v in got.items():  # the donor's generator (its extra layer ignored), the rest kept
+        want = want_gen if k.startswith("mask_generator.") else want_rest
+        assert torch.equal(v, want[k]), k
+    assert not torch.equal(got["mask_generator.0.weight"], want_rest["mask_generator.0.weight"])
+
+    # a file with no generator, or a model with none, is one clear error
+    export_safetensors(nn.ModuleDict({"classifier": nn.Linear(4, 3)}),
+                       str(tmp_path / "cls.safetensors"))
+    with pytest.raises(ValueError, match="holds no mask_generator"):
+        Checkpointer(_TwoPart(), str(tmp_path / "r2")).resume_or_load(
+            "", resume=False, parts={"mask_generator.": str(tmp_path / "cls.safetensors")})
+    with pytest.raises(ValueError, match="has no 'pixel'"):
+        Checkpointer(_TwoPart(), str(tmp_path / "r3")).resume_or_load(
+            "", resume=False, parts={"pixel.": str(tmp_path / "donor.safetensors")})
+
+    # resuming restores the checkpoint; the part is not loaded over it
+    ckpt.save("model_0000001", 1)
+    fresh = _TwoPart()
+    assert Checkpointer(fresh, str(tmp_path / "run")).resume_or_load(
+        "", resume=True, parts={"mask_generator.": str(tmp_path / "whole.safetensors")}) == 1
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, got[k]), k

@@ -112,3 +112,15 @@ def test_amp_bf16_on_cpu(tmp_path):
     recs = _records(str(tmp_path))
     assert len(recs) == 3 and all(math.isfinite(r["total_loss"]) for r in recs)
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+def test_generator_weights_key_reaches_the_loader(tmp_path):
+    # MODEL.GENERATOR_WEIGHTS is loaded over MODEL.WEIGHTS when a run starts (the loading
+    # itself: test_engine_checkpoint); the toy model has no mask generator to take it
+    path = tmp_path / "w.safetensors"
+    from mmmask.engine import export_safetensors
+
+    export_safetensors(EngineToyNet(), str(path))
+    with pytest.raises(ValueError, match="no 'mask_generator'"):
+        run_toy(toy_opts(str(tmp_path / "run"), SOLVER__MAX_ITER=1,
+                         MODEL__GENERATOR_WEIGHTS=str(path)))

@@ -95,6 +95,23 @@ def test_local_weight_file_round_trip(tmp_path):
         assert torch.equal(v, again.state_dict()[k])
 
 
+def test_clip_taken_from_a_whole_segmentors_weights(tmp_path):
+    model, _, _ = create_clip("mmmask-shapes-convnext")
+    other = torch.nn.Linear(3, 2)
+    state = {f"backbone.clip.{k}": v for k, v in model.state_dict().items()}
+    state.update({f"mask_generator.{k}": v for k, v in other.state_dict().items()})
+    path = tmp_path / "segmentor.safetensors"
+    save_safetensors(state, str(path))
+    again, _, _ = create_clip("mmmask-shapes-convnext", str(path))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+    # a segmentor file without a CLIP of this architecture still fails as before
+    save_safetensors({f"backbone.clip.{k}": v for k, v in create_clip("mmmask-shapes-vit")[0]
+                      .state_dict().items()}, str(path))
+    with pytest.raises(ValueError):
+        create_clip("mmmask-shapes-convnext", str(path))
+
+
 def test_wrong_architecture_weights_fail_clearly(tmp_path):
     model, _, _ = create_clip("mmmask-shapes-vit")
     path = tmp_path / "vit.safetensors"

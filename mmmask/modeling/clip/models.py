@@ -25,6 +25,9 @@ __all__ = ["create_clip", "list_clip_models", "MODEL_CONFIG_DIR", "OPENAI_MEAN",
 MODEL_CONFIG_DIR = Path(__file__).resolve().parents[2] / "model_configs"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# The keys of a whole segmentor's weights that hold its CLIP: ``MODEL.CLIP.PRETRAINED`` may name
+# such a file (a trained model's frozen CLIP, to train another generator on).
+SEGMENTOR_CLIP_PREFIX = "backbone.clip."
 
 
 if "mmmask_convnext_pico" not in timm.list_models("mmmask_*"):
@@ -96,6 +99,9 @@ def create_clip(model_name: str, pretrained: str = "", config_key: str = "MODEL.
         state = {k.removeprefix("module."): v for k, v in state.items()}
         if state and all(k.startswith("clip.") for k in state):  # a CLIPPretrainer export
             state = {k.removeprefix("clip."): v for k, v in state.items()}
+        elif any(k.startswith(SEGMENTOR_CLIP_PREFIX) for k in state):  # a segmentor's weights
+            state = {k.removeprefix(SEGMENTOR_CLIP_PREFIX): v for k, v in state.items()
+                     if k.startswith(SEGMENTOR_CLIP_PREFIX)}
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         from mmmask.utils.weights import load_matching
 
