@@ -413,13 +413,14 @@ class Checkpointer:
         return ckpt
 
     def resume_or_load(self, path: str, resume: bool = True,
-                       parts: dict[str, str] | None = None) -> int:
+                       parts: dict[str, tuple[str, str]] | None = None) -> int:
         """With ``resume`` and a ``last_checkpoint``: restore it all and return its iteration.
 
         Otherwise load model weights from ``path`` (when non-empty; missing/unexpected keys are
-        logged, shape mismatches raise), then for each ``prefix -> file`` of ``parts`` replace
-        the tensors under ``prefix`` with that file's (e.g. ``{"mask_generator.": F}`` swaps in
-        the generator of another run), and return 0.
+        logged, shape mismatches raise), then for each ``prefix -> (file, config key)`` of
+        ``parts`` with a file, replace the tensors under ``prefix`` with that file's (e.g.
+        ``{"mask_generator.": (F, "MODEL.GENERATOR_WEIGHTS")}`` swaps in the generator of another
+        run; errors name the key), and return 0.
         """
         if resume and self.has_checkpoint():
             ckpt = self.load(self.get_checkpoint_file())
@@ -432,23 +433,24 @@ class Checkpointer:
             fsdp.load_full_model_state(self.model, load_state_dict_file(path), strict=False)
         elif path:
             load_model_weights(self.model, path, strict=False)
-        for prefix, part_path in (parts or {}).items():
+        for prefix, (part_path, key) in (parts or {}).items():
             if part_path:
-                self._load_part(prefix, part_path)
+                self._load_part(prefix, part_path, key)
         return 0
 
-    def _load_part(self, prefix: str, path: str) -> None:
+    def _load_part(self, prefix: str, path: str, key: str) -> None:
         from mmmask.utils.weights import load_state_dict_file, resolve_weights
 
         source = resolve_weights(path)
-        state = {k: v for k, v in load_state_dict_file(path).items() if k.startswith(prefix)}
+        state = {k: v for k, v in load_state_dict_file(path, config_key=key).items()
+                 if k.startswith(prefix)}
         try:
             part = unwrap_model(self.model).get_submodule(prefix.rstrip("."))
         except AttributeError:
-            raise ValueError(f"The model has no {prefix.rstrip('.')!r} to load {source} into"
-                             ) from None
+            raise ValueError(f"The model has no {prefix.rstrip('.')!r} to load {source} into "
+                             f"({key})") from None
         if not state:
-            raise ValueError(f"{source} holds no {prefix}* tensors")
+            raise ValueError(f"{source} holds no {prefix}* tensors ({key})")
         if self.sharded:
             fsdp.load_full_model_state(self.model, state, strict=False)
         else:

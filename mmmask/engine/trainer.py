@@ -262,7 +262,8 @@ class Trainer:
         (then ``MODEL.GENERATOR_WEIGHTS``' mask generator over it)."""
         self.start_iter = self.checkpointer.resume_or_load(
             self.cfg.MODEL.WEIGHTS, resume=resume,
-            parts={"mask_generator.": self.cfg.MODEL.GENERATOR_WEIGHTS})
+            parts={"mask_generator.": (self.cfg.MODEL.GENERATOR_WEIGHTS,
+                                       "MODEL.GENERATOR_WEIGHTS")})
         self.iter = self.start_iter
         return self.start_iter
 

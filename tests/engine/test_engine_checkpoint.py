@@ -189,9 +189,13 @@ def test_parts_replace_one_submodule_after_the_weights(tmp_path):
     whole, donor, target = _TwoPart(), _TwoPart(extra=True), _TwoPart()
     export_safetensors(whole, str(tmp_path / "whole.safetensors"))
     export_safetensors(donor, str(tmp_path / "donor.safetensors"))
+
+    def part(prefix, name):
+        return {prefix: (str(tmp_path / name), "KEY")}
+
     ckpt = Checkpointer(target, str(tmp_path / "run"))
     start = ckpt.resume_or_load(str(tmp_path / "whole.safetensors"), resume=True,
-                                parts={"mask_generator.": str(tmp_path / "donor.safetensors")})
+                                parts=part("mask_generator.", "donor.safetensors"))
     assert start == 0
     got, want_gen, want_rest = target.state_dict(), donor.state_dict(), whole.state_dict()
     for k, v in got.items():  # the donor's generator (its extra layer ignored), the rest kept
@@ -204,15 +208,18 @@ def test_parts_replace_one_submodule_after_the_weights(tmp_path):
                        str(tmp_path / "cls.safetensors"))
     with pytest.raises(ValueError, match="holds no mask_generator"):
         Checkpointer(_TwoPart(), str(tmp_path / "r2")).resume_or_load(
-            "", resume=False, parts={"mask_generator.": str(tmp_path / "cls.safetensors")})
+            "", resume=False, parts=part("mask_generator.", "cls.safetensors"))
+    with pytest.raises(FileNotFoundError, match="set KEY to an existing file"):
+        Checkpointer(_TwoPart(), str(tmp_path / "r4")).resume_or_load(
+            "", resume=False, parts=part("mask_generator.", "none.pt"))
     with pytest.raises(ValueError, match="has no 'pixel'"):
         Checkpointer(_TwoPart(), str(tmp_path / "r3")).resume_or_load(
-            "", resume=False, parts={"pixel.": str(tmp_path / "donor.safetensors")})
+            "", resume=False, parts=part("pixel.", "donor.safetensors"))
 
     # resuming restores the checkpoint; the part is not loaded over it
     ckpt.save("model_0000001", 1)
     fresh = _TwoPart()
     assert Checkpointer(fresh, str(tmp_path / "run")).resume_or_load(
-        "", resume=True, parts={"mask_generator.": str(tmp_path / "whole.safetensors")}) == 1
+        "", resume=True, parts=part("mask_generator.", "whole.safetensors")) == 1
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, got[k]), k
