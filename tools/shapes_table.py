@@ -52,6 +52,11 @@ ROWS = [
      "mmmask/weights/shapes_ovseg.yaml", "", "pmp", []),
     ("SAM + Mask-Adapter x mask-adapted crops (shipped)", "mmmask/weights/shapes_ovseg.yaml", "",
      "sam", []),
+    # row 9 with the plain query decoder in PMP's place: stage 1 and step 5 of the recipe without
+    # text cross-attention, the shipped classifiers kept (MODEL.GENERATOR_WEIGHTS; README)
+    ("... with the plain query decoder as the generator (same naming weights)",
+     "mmmask/weights/shapes_ovseg.yaml", "output/shapes/plain_more/model_final.safetensors",
+     "pmp", ["MODEL.PMP.TEXT_CROSS_ATTN", "False"]),
 ]
 TASKS = {"semantic": ["mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"], "panoptic": ["PQ", "PQ_seen",
          "PQ_unseen"], "instance": ["AP", "AP_seen", "AP_unseen"]}

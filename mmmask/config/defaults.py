@@ -59,7 +59,8 @@ _C.MODEL.CLIP.DISTILL_MAX_GRID = 4
 
 # ---- Mask generator -------------------------------------------------------------------------
 _C.MODEL.MASK_GENERATOR = CN()
-# Name in MASK_GENERATOR_REGISTRY: "PMP" or "SAM".
+# The segmentor's own generator, a name in MASK_GENERATOR_REGISTRY that runs on CLIP features
+# ("PMP"); SAM (MODEL.SAM) joins at inference instead (`--generator sam`).
 _C.MODEL.MASK_GENERATOR.NAME = "PMP"
 
 # PMP: Mask2Former-style pixel decoder + masked-attention query decoder, with cross-attention from

@@ -185,3 +185,9 @@ def test_ensemble_can_be_limited_to_some_tasks():
     assert torch.equal(out["panoptic_seg"][0], ref_pan[0]) and out["panoptic_seg"][1] == ref_pan[1]
     with pytest.raises(ValueError, match="ENSEMBLE.TASKS"):
         build_model(tiny_cfg("MODEL.ENSEMBLE.TASKS", '("semantics",)'))
+
+
+def test_sam_as_the_segmentors_own_generator_is_one_clear_error():
+    # SAM names no CLIP features; it joins at inference (--generator sam), not as the trained one
+    with pytest.raises(ValueError, match="--generator sam"):
+        build_model(tiny_cfg("MODEL.MASK_GENERATOR.NAME", "SAM"))

@@ -69,8 +69,12 @@ def as_hwc_uint8(image: Any) -> np.ndarray:
 class SAMMaskGenerator(nn.Module):
     """SAM, automatic or prompted. Registered as "SAM" in ``MASK_GENERATOR_REGISTRY``.
 
-    The automatic settings are those of ``SamAutomaticMaskGenerator`` (MODEL.SAM.*).
+    The automatic settings are those of ``SamAutomaticMaskGenerator`` (MODEL.SAM.*). SAM runs on
+    the image itself, not on the segmentor's CLIP features (``on_clip_features``): the segmentor
+    names its masks at inference (``SegmentationPredictor.as_model("sam")``).
     """
+
+    on_clip_features = False
 
     @configurable
     def __init__(
@@ -246,3 +250,6 @@ class SAMMaskGenerator(nn.Module):
 def SAM(cfg) -> SAMMaskGenerator:  # noqa: N802 (the registry name)
     """Registry entry "SAM": ``SAMMaskGenerator(cfg)``."""
     return SAMMaskGenerator(cfg)
+
+
+SAM.on_clip_features = SAMMaskGenerator.on_clip_features

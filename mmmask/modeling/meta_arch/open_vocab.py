@@ -184,8 +184,16 @@ class OpenVocabSegmentor(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         backbone = BACKBONE_REGISTRY.get("CLIPBackbone")(cfg)
-        generator = MASK_GENERATOR_REGISTRY.get(cfg.MODEL.MASK_GENERATOR.NAME)(
-            cfg, input_shape=backbone.output_shape(), embed_dim=backbone.embed_dim)
+        name = cfg.MODEL.MASK_GENERATOR.NAME
+        generator_cls = MASK_GENERATOR_REGISTRY.get(name)
+        if not getattr(generator_cls, "on_clip_features", True):
+            raise ValueError(
+                f"MODEL.MASK_GENERATOR.NAME {name!r} does not run on the segmentor's CLIP "
+                f"features, so it cannot be its own generator: keep \"PMP\" there and add {name}'s "
+                f"masks at inference (`--generator {name.lower()}` in the tools and CLI, "
+                f"SegmentationPredictor.as_model({name.lower()!r}))")
+        generator = generator_cls(cfg, input_shape=backbone.output_shape(),
+                                  embed_dim=backbone.embed_dim)
         own_tower = bool(cfg.MODEL.MASK_CROP.OWN_TOWER)
         crop_size = cfg.MODEL.MASK_CROP.CROP_SIZE
         if backbone.is_vit and crop_size and crop_size != cfg.MODEL.CLIP.IMAGE_SIZE:
