@@ -224,6 +224,16 @@ _C.MODEL.TEST.MAX_MASKS_CLASSIFIED = 0
 # named by the classifier: a generator can learn to skip classes whose pixels training ignored.
 _C.MODEL.TEST.LEFTOVER_REGIONS = 0
 _C.MODEL.TEST.LEFTOVER_MIN_AREA = 0.01
+# Cut each leftover region where the names of its tiles change: the frame is tiled GRID x GRID
+# (0 = off), every tile the region fills to MIN_FILL is named by the classifier, and the region
+# is split between the PARTS names most tiles carry, each by at least MIN_SHARE of them (two
+# unlabelled kinds of stuff side by side form one connected region, which one name would cover).
+# Up to LEFTOVER_REGIONS x PARTS masks.
+_C.MODEL.TEST.LEFTOVER_SPLIT = CN()
+_C.MODEL.TEST.LEFTOVER_SPLIT.GRID = 0
+_C.MODEL.TEST.LEFTOVER_SPLIT.PARTS = 2
+_C.MODEL.TEST.LEFTOVER_SPLIT.MIN_FILL = 0.5
+_C.MODEL.TEST.LEFTOVER_SPLIT.MIN_SHARE = 0.25
 # Refine the generator's masks before they are named: upsampled to the image's resolution (the
 # longer side capped at MAX_SIDE, 0 = no cap) and guided-filtered with the image, so outlines
 # follow colour edges. RADIUS is in mask cells (4 image pixels for a stride-4 generator), EPS on

@@ -103,6 +103,80 @@ def leftover_masks(mask_probs: torch.Tensor, objectness: torch.Tensor, max_regio
     return out, found
 
 
+def leftover_tiles(region: torch.Tensor, grid: int, valid: tuple[int, int] | None = None,
+                   min_fill: float = 0.5) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
+    """The pieces of a leftover region that a ``grid`` x ``grid`` tiling of the frame cuts out.
+
+    Args:
+        region: Tensor[h, w] probabilities (a :func:`leftover_masks` output).
+        valid: the (rows, cols) of the frame the image covers (default the whole frame).
+        min_fill: a tile gives a piece only where the region (> 0.5) fills this share of it.
+
+    Returns:
+        ``(pieces Tensor[T, h, w], boxes)``: the region inside each such tile, and the tiles as
+        ``(y0, y1, x0, x1)``.
+    """
+    h, w = region.shape
+    vh, vw = valid if valid is not None else (h, w)
+    ys = [round(vh * j / grid) for j in range(grid + 1)]
+    xs = [round(vw * j / grid) for j in range(grid + 1)]
+    inside = region > 0.5
+    pieces, boxes = [], []
+    for y0, y1 in zip(ys[:-1], ys[1:]):
+        for x0, x1 in zip(xs[:-1], xs[1:]):
+            area = (y1 - y0) * (x1 - x0)
+            if area == 0 or inside[y0:y1, x0:x1].sum().item() < min_fill * area:
+                continue
+            piece = torch.zeros_like(region)
+            piece[y0:y1, x0:x1] = region[y0:y1, x0:x1]
+            pieces.append(piece)
+            boxes.append((y0, y1, x0, x1))
+    out = torch.stack(pieces) if pieces else region.new_zeros(0, h, w)
+    return out, boxes
+
+
+def split_by_tile_names(region: torch.Tensor, boxes: list[tuple[int, int, int, int]],
+                        labels: list[int], max_parts: int = 2, min_share: float = 0.25,
+                        min_pixels: int = 1) -> torch.Tensor:
+    """Cut a region where the names of its tiles (:func:`leftover_tiles`) change.
+
+    The names carried by the most tiles (at most ``max_parts``, each by at least ``min_share`` of
+    the tiles, so that a stray misnamed tile cuts nothing) each get a part; every pixel of
+    the region joins the name of its own tile, or outside the named tiles the name whose tiles lie
+    nearest (the tiles of each name painted on a map, box-blurred over one tile's size; the
+    highest map wins); tiles of the other names count for the most common one. A part under ``min_pixels`` (> 0.5) joins the largest.
+
+    Returns:
+        Tensor[P, h, w]: the region cut into ``P >= 1`` parts (``P = 1``: ``region`` itself).
+    """
+    from collections import Counter
+
+    from mmmask.modeling.mask_refine import box_filter
+
+    counts = Counter(labels).most_common()
+    names = [c for j, (c, n) in enumerate(counts[:max(1, max_parts)])
+             if j == 0 or n >= min_share * len(labels)]
+    if len(names) < 2:
+        return region[None]
+    h, w = region.shape
+    votes = region.new_zeros(len(names), h, w)
+    for (y0, y1, x0, x1), label in zip(boxes, labels):
+        votes[names.index(label) if label in names else 0, y0:y1, x0:x1] = 1
+    size = max(max(y1 - y0, x1 - x0) for y0, y1, x0, x1 in boxes)
+    near = box_filter(votes[None], radius=max(1, size))[0]
+    owner = near.argmax(0)
+    owner[near.amax(0) <= 0] = 0  # out of reach of every tile: the most common name
+    for (y0, y1, x0, x1), label in zip(boxes, labels):  # a named tile keeps its own name
+        owner[y0:y1, x0:x1] = names.index(label) if label in names else 0
+    inside = region > 0.5
+    for j in range(len(names) - 1, 0, -1):  # small parts join the largest
+        if ((owner == j) & inside).sum().item() < min_pixels:
+            owner[owner == j] = 0
+    parts = [region * (owner == j) for j in range(len(names))
+             if ((owner == j) & inside).any()]
+    return torch.stack(parts) if parts else region[None]
+
+
 def semantic_inference(probs: torch.Tensor, objectness: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Tensor[C,H,W] class scores: sum over masks of class probability x mask probability."""
     scores = probs * objectness[:, None]  # (Q, C)

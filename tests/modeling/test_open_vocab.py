@@ -128,6 +128,47 @@ def test_leftover_proposals_follow_external_masks_with_scores():
         model.predict_masks(images, masks, scores[:, :1])
 
 
+def test_leftover_region_is_cut_where_its_tiles_are_named_differently(monkeypatch):
+    torch.manual_seed(0)
+    opts = ("MODEL.TEST.LEFTOVER_REGIONS", "1", "MODEL.TEST.LEFTOVER_SPLIT.GRID", "4")
+    model = build_model(tiny_cfg(*opts)).eval()
+    batch = next(iter(build_test_loader(tiny_cfg(), "shapes_ov_val")))[:1]
+    images, sizes = model._images(batch)
+    h, w = images.shape[-2:]
+    masks = torch.zeros(1, 1, h, w)
+    masks[0, 0, : h // 2] = 1.0  # the bottom half is left over
+    scores = torch.tensor([[0.9]])
+    real = model._name_masks
+    calls = []
+
+    def name(feats, mask_probs, text, images):  # tiles: class 3 on the left, 5 on the right
+        logits = real(feats, mask_probs, text, images)
+        calls.append(mask_probs.shape[1])
+        if len(calls) == 1:
+            xs = torch.arange(mask_probs.shape[-1]).to(mask_probs)
+            cx = (mask_probs.sum(-2) * xs).sum(-1) / mask_probs.sum((-2, -1)).clamp_min(1e-6)
+            logits = torch.full_like(logits, -10.0)
+            logits[..., 3] = torch.where(cx < mask_probs.shape[-1] / 2, 10.0, -10.0)
+            logits[..., 5] = torch.where(cx < mask_probs.shape[-1] / 2, -10.0, 10.0)
+        return logits
+
+    monkeypatch.setattr(model, "_name_masks", name)
+    probs, objectness, logits = model.predict_masks(images, masks, scores, image_sizes=sizes)
+    assert calls == [8, 3]  # 8 tiles (2 rows x 4) named, then the mask and the 2 parts
+    assert probs.shape[1] == 3 and torch.allclose(objectness, torch.ones(1, 3) * torch.tensor(
+        [0.9, 1.0, 1.0]))
+    left, right = logits[0, 1].sigmoid() > 0.5, logits[0, 2].sigmoid() > 0.5
+    assert left[h // 2:, : w // 2].all() and not left[:, w // 2:].any()
+    assert right[h // 2:, w // 2:].all() and not right[:, : w // 2].any()
+    # without the split the region stays whole
+    monkeypatch.setattr(model, "leftover_split", (0, 2, 0.5, 0.25))
+    calls.clear()
+    probs, _, logits = model.predict_masks(images, masks, scores, image_sizes=sizes)
+    assert probs.shape[1] == 2 and (logits[0, 1].sigmoid() > 0.5)[h // 2:].all()
+    with pytest.raises(ValueError, match="LEFTOVER_SPLIT"):
+        build_model(tiny_cfg("MODEL.TEST.LEFTOVER_SPLIT.PARTS", "0"))
+
+
 def test_model_refines_its_masks_before_naming_them():
     torch.manual_seed(0)
     plain = build_model(tiny_cfg()).eval()

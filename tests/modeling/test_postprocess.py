@@ -106,3 +106,54 @@ def test_leftover_masks_are_the_uncovered_regions_largest_first():
     assert padded[0, 0][:6, :5].sum() == 30
     none, found = leftover_masks(probs, objectness, 0)
     assert none.shape == (2, 0, 10, 12) and found.shape == (2, 0)
+
+
+def test_leftover_tiles_cut_the_region_by_a_grid():
+    from mmmask.modeling.postprocess import leftover_tiles
+
+    region = torch.zeros(8, 8)
+    region[4:] = 0.9  # the bottom half
+    region[3, :2] = 0.9  # half of the tile at rows 2-3, cols 0-1
+    bottom = [(4, 6, x, x + 2) for x in (0, 2, 4, 6)] + [(6, 8, x, x + 2) for x in (0, 2, 4, 6)]
+    pieces, boxes = leftover_tiles(region, grid=4, min_fill=0.6)
+    assert boxes == bottom
+    for piece, (y0, y1, x0, x1) in zip(pieces, boxes):
+        assert torch.equal(piece[y0:y1, x0:x1], region[y0:y1, x0:x1])
+        assert piece.sum() == region[y0:y1, x0:x1].sum()  # nothing outside its tile
+    assert leftover_tiles(region, grid=4)[1] == [(2, 4, 0, 2)] + bottom  # half full: min_fill 0.5
+    # only the frame the image covers is tiled (the rest is padding)
+    assert leftover_tiles(region, grid=2, valid=(8, 4))[1] == [(4, 8, 0, 2), (4, 8, 2, 4)]
+    pieces, boxes = leftover_tiles(torch.zeros(8, 8), grid=4)
+    assert pieces.shape == (0, 8, 8) and boxes == []
+
+
+def test_split_by_tile_names_cuts_where_the_names_change():
+    from mmmask.modeling.postprocess import leftover_tiles, split_by_tile_names
+
+    region = torch.zeros(12, 12)
+    region[3:] = 0.9
+    region[3:, 11] = 0.9
+    pieces, boxes = leftover_tiles(region, grid=4, min_fill=0.9)  # 3x3 tiles; rows 3-11
+    labels = [7 if x0 < 6 else 2 for _, _, x0, _ in boxes]  # left half 7, right half 2
+    parts = split_by_tile_names(region, boxes, labels)
+    assert parts.shape == (2, 12, 12)
+    inside = [p > 0.5 for p in parts]
+    assert not (inside[0] & inside[1]).any()
+    assert torch.equal(inside[0] | inside[1], region > 0.5)  # the parts tile the region
+    assert inside[0][3:, :6].all() and not inside[0][:, 6:].any()  # the name of most tiles first
+    assert torch.equal(parts.sum(0), region)  # probabilities kept
+    # a name that a stray tile carries (1 of 12) cuts nothing unless min_share allows it
+    stray = [7] * len(boxes)
+    stray[5] = 2
+    assert split_by_tile_names(region, boxes, stray).shape[0] == 1
+    assert split_by_tile_names(region, boxes, stray, min_share=0.0).shape[0] == 2
+    assert split_by_tile_names(region, boxes, labels, max_parts=1).shape[0] == 1
+    assert torch.equal(split_by_tile_names(region, boxes, [7] * len(boxes))[0], region)
+    # pixels of the region outside every named tile join the nearest name
+    region2 = region.clone()
+    region2[0:3, 9:] = 0.9  # top-right corner: in a tile the region fills only partly
+    parts = split_by_tile_names(region2, boxes, labels)
+    assert (parts[1][0:3, 9:] > 0.5).all()
+    # a part smaller than min_pixels joins the largest
+    parts = split_by_tile_names(region, boxes, labels, min_pixels=200)
+    assert parts.shape[0] == 1 and torch.equal(parts[0], region)

@@ -29,6 +29,7 @@ from ..iou_matching import build_adapter_targets, collate_adapter_targets, mask_
 from ..mask_crop import resize_mask_probs
 from ..mask_refine import MaskRefiner
 from ..postprocess import (combine_class_probs, instance_inference, leftover_masks,
+                           leftover_tiles, split_by_tile_names,
                            max_over_synonyms, panoptic_inference, resize_masks,
                            semantic_inference)
 
@@ -93,6 +94,7 @@ class OpenVocabSegmentor(nn.Module):
                  crop_classifier: nn.Module | None = None, crop_weight: float = 0.0,
                  train_crop: bool = False, crop_mask_size: str = "features",
                  leftover_regions: int = 0, leftover_min_area: float = 0.01,
+                 leftover_split: tuple[int, int, float, float] = (0, 2, 0.5, 0.25),
                  mask_refiner: MaskRefiner | None = None,
                  self_train: tuple[float, float, float] | None = None,
                  crop_captions: tuple[Sequence[dict], Callable, int, float] | None = None,
@@ -148,6 +150,14 @@ class OpenVocabSegmentor(nn.Module):
             raise ValueError("MODEL.TEST.LEFTOVER_REGIONS must be >= 0 and LEFTOVER_MIN_AREA in "
                              f"[0, 1]; got {leftover_regions}, {leftover_min_area}")
         self.leftover_regions, self.leftover_min_area = int(leftover_regions), leftover_min_area
+        grid, parts, fill, share = leftover_split
+        if int(grid) < 0 or int(parts) < 1 or not 0 < float(fill) <= 1 or not 0 <= share <= 1:
+            raise ValueError("MODEL.TEST.LEFTOVER_SPLIT: GRID must be >= 0 (0 = off), PARTS >= 1, "
+                             f"MIN_FILL in (0, 1] and MIN_SHARE in [0, 1]; got {grid}, {parts}, "
+                             f"{fill}, {share}")
+        # Leftover regions cut where the names of their tiles change: (grid, parts, min fill,
+        # min share of the tiles per name).
+        self.leftover_split = (int(grid), int(parts), float(fill), float(share))
         # Inference: the generator's masks refined at the image's resolution (guided filter).
         self.mask_refiner = mask_refiner
         self.tasks = tuple(tasks)
@@ -250,6 +260,8 @@ class OpenVocabSegmentor(nn.Module):
             "train_crop": cfg.MODEL.MASK_CROP.TRAIN,
             "crop_mask_size": cfg.MODEL.MASK_CROP.TRAIN_MASK_SIZE,
             "leftover_regions": t.LEFTOVER_REGIONS, "leftover_min_area": t.LEFTOVER_MIN_AREA,
+            "leftover_split": (t.LEFTOVER_SPLIT.GRID, t.LEFTOVER_SPLIT.PARTS,
+                               t.LEFTOVER_SPLIT.MIN_FILL, t.LEFTOVER_SPLIT.MIN_SHARE),
             "mask_refiner": MaskRefiner.from_config(cfg),
             "self_train": ((cfg.MODEL.SELF_TRAIN.THRESHOLD, cfg.MODEL.SELF_TRAIN.MIN_IGNORED,
                             cfg.MODEL.SELF_TRAIN.MIN_AREA)
@@ -554,11 +566,21 @@ class OpenVocabSegmentor(nn.Module):
                          for h, w in image_sizes]
             left, found = leftover_masks(mask_probs, mask_objectness.to(mask_probs),
                                          self.leftover_regions, self.leftover_min_area, valid)
+            if self.leftover_split[0] > 1 and bool(found.any()):
+                left, found = self._split_leftovers(feats, text, images, left, found, valid)
             mask_probs = torch.cat([mask_probs, left], dim=1)
             mask_logits = torch.cat([mask_logits, torch.logit(left, eps=1e-4).to(mask_logits)],
                                     dim=1)
-        cls = self._classify(feats, mask_probs, text, images)
-        cls_logits = self._aggregate(cls.logits)
+        cls_logits = self._name_masks(feats, mask_probs, text, images)
+        return {"cls_logits": cls_logits, "gen_logits": gen_logits, "num_masks": q,
+                "found": found, "external_scores": external_scores, "mask_logits": mask_logits,
+                "proposals": proposals, "refined_masks": refined}
+
+    def _name_masks(self, feats: dict, mask_probs: torch.Tensor, text: torch.Tensor,
+                    images: torch.Tensor) -> torch.Tensor:
+        """[B, Q, C+1] class logits of ``mask_probs`` from the classifier, fused with the
+        crops' distribution when there is a crop classifier (the ensemble comes later)."""
+        cls_logits = self._aggregate(self._classify(feats, mask_probs, text, images).logits)
         if self.crop_classifier is not None:  # geometric fusion with the crops' distribution
             crop_text = self.crop_classifier.text_embeddings(self.vocabulary, text)
             crop = self.crop_classifier(feats["clip_dense"], mask_probs, crop_text,
@@ -566,9 +588,43 @@ class OpenVocabSegmentor(nn.Module):
             w = self.crop_weight
             cls_logits = ((1 - w) * cls_logits.float().log_softmax(-1)
                           + w * self._aggregate(crop.logits).float().log_softmax(-1))
-        return {"cls_logits": cls_logits, "gen_logits": gen_logits, "num_masks": q,
-                "found": found, "external_scores": external_scores, "mask_logits": mask_logits,
-                "proposals": proposals, "refined_masks": refined}
+        return cls_logits
+
+    def _split_leftovers(self, feats, text, images, left, found, valid):
+        """Cut each leftover region where the names of its tiles change (``MODEL.TEST.
+        LEFTOVER_SPLIT``): two uncovered classes side by side (e.g. two kinds of stuff that
+        training never labelled) form one connected region, which one name would cover.
+        Returns ``(masks [B, K*P, h, w], found [B, K*P])``, each region's parts in its slots."""
+        grid, max_parts, fill, share = self.leftover_split
+        b, k, h, w = left.shape
+        jobs, per_image = [], [[] for _ in range(b)]
+        for i, s in found.nonzero().tolist():
+            pieces, boxes = leftover_tiles(left[i, s], grid, valid[i] if valid else None, fill)
+            jobs.append((i, s, sum(len(p) for p in per_image[i]), boxes))
+            per_image[i].append(pieces)
+        counts = [sum(len(p) for p in pieces) for pieces in per_image]
+        labels = None
+        if max(counts) > 0:
+            batch = left.new_zeros(b, max(counts), h, w)
+            for i, pieces in enumerate(per_image):
+                if counts[i]:
+                    batch[i, :counts[i]] = torch.cat(pieces)
+            labels = self._name_masks(feats, batch, text, images)[..., :-1].argmax(-1).tolist()
+        out = left.new_zeros(b, k * max_parts, h, w)
+        out_found = torch.zeros(b, k * max_parts, dtype=torch.bool, device=left.device)
+        used = [0] * b
+        for i, s, start, boxes in jobs:
+            vh, vw = valid[i] if valid else (h, w)
+            parts = left[i, s][None]
+            if boxes:
+                names = labels[i][start:start + len(boxes)]
+                parts = split_by_tile_names(left[i, s], boxes, names, max_parts, share,
+                                            min_pixels=max(1, round(self.leftover_min_area
+                                                                    * vh * vw)))
+            out[i, used[i]:used[i] + len(parts)] = parts
+            out_found[i, used[i]:used[i] + len(parts)] = True
+            used[i] += len(parts)
+        return out, out_found
 
     def _class_probs(self, raw: dict, ensemble: bool):
         """``(probs, objectness, mask_logits)`` from :meth:`_predict_raw`'s output."""
