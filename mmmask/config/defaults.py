@@ -228,12 +228,15 @@ _C.MODEL.TEST.LEFTOVER_MIN_AREA = 0.01
 # (0 = off), every tile the region fills to MIN_FILL is named by the classifier, and the region
 # is split between the PARTS names most tiles carry, each by at least MIN_SHARE of them (two
 # unlabelled kinds of stuff side by side form one connected region, which one name would cover).
-# Up to LEFTOVER_REGIONS x PARTS masks.
+# Up to LEFTOVER_REGIONS x PARTS masks. Only what the generator's own masks leave, unless
+# EXTERNAL_MASKS (also what given masks, e.g. SAM's, leave: large regions holding unfound objects,
+# whose tiles then cut thing-named fragments).
 _C.MODEL.TEST.LEFTOVER_SPLIT = CN()
 _C.MODEL.TEST.LEFTOVER_SPLIT.GRID = 0
 _C.MODEL.TEST.LEFTOVER_SPLIT.PARTS = 2
 _C.MODEL.TEST.LEFTOVER_SPLIT.MIN_FILL = 0.5
 _C.MODEL.TEST.LEFTOVER_SPLIT.MIN_SHARE = 0.25
+_C.MODEL.TEST.LEFTOVER_SPLIT.EXTERNAL_MASKS = False
 # Refine the generator's masks before they are named: upsampled to the image's resolution (the
 # longer side capped at MAX_SIDE, 0 = no cap) and guided-filtered with the image, so outlines
 # follow colour edges. RADIUS is in mask cells (4 image pixels for a stride-4 generator), EPS on

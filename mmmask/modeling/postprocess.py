@@ -141,10 +141,11 @@ def split_by_tile_names(region: torch.Tensor, boxes: list[tuple[int, int, int, i
     """Cut a region where the names of its tiles (:func:`leftover_tiles`) change.
 
     The names carried by the most tiles (at most ``max_parts``, each by at least ``min_share`` of
-    the tiles, so that a stray misnamed tile cuts nothing) each get a part; every pixel of
-    the region joins the name of its own tile, or outside the named tiles the name whose tiles lie
-    nearest (the tiles of each name painted on a map, box-blurred over one tile's size; the
-    highest map wins); tiles of the other names count for the most common one. A part under ``min_pixels`` (> 0.5) joins the largest.
+    the tiles, so that a stray misnamed tile cuts nothing) each get a part; tiles of the other
+    names count for the most common one. Every pixel of the region joins the name of its own
+    tile, or outside the named tiles the name whose tiles lie nearest (the tiles of each name
+    painted on a map, box-blurred over one tile's size; the highest map wins). A part under
+    ``min_pixels`` (> 0.5) joins the largest.
 
     Returns:
         Tensor[P, h, w]: the region cut into ``P >= 1`` parts (``P = 1``: ``region`` itself).

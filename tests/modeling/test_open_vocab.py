@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import mmmask.modeling.meta_arch.open_vocab as meta
 from mmmask.config import load_cfg
 from mmmask.data.loader import build_test_loader, build_train_loader
 from mmmask.data.vocab import parse_vocab
@@ -130,7 +131,8 @@ def test_leftover_proposals_follow_external_masks_with_scores():
 
 def test_leftover_region_is_cut_where_its_tiles_are_named_differently(monkeypatch):
     torch.manual_seed(0)
-    opts = ("MODEL.TEST.LEFTOVER_REGIONS", "1", "MODEL.TEST.LEFTOVER_SPLIT.GRID", "4")
+    opts = ("MODEL.TEST.LEFTOVER_REGIONS", "1", "MODEL.TEST.LEFTOVER_SPLIT.GRID", "4",
+            "MODEL.TEST.LEFTOVER_SPLIT.EXTERNAL_MASKS", "True")
     model = build_model(tiny_cfg(*opts)).eval()
     batch = next(iter(build_test_loader(tiny_cfg(), "shapes_ov_val")))[:1]
     images, sizes = model._images(batch)
@@ -161,10 +163,28 @@ def test_leftover_region_is_cut_where_its_tiles_are_named_differently(monkeypatc
     assert left[h // 2:, : w // 2].all() and not left[:, w // 2:].any()
     assert right[h // 2:, w // 2:].all() and not right[:, : w // 2].any()
     # without the split the region stays whole
-    monkeypatch.setattr(model, "leftover_split", (0, 2, 0.5, 0.25))
+    # after external masks only with EXTERNAL_MASKS (the test so far ran with it on)
+    monkeypatch.setattr(model, "leftover_split", (4, 2, 0.5, 0.25, False))
+    probs, _, _ = model.predict_masks(images, masks, scores, image_sizes=sizes)
+    assert probs.shape[1] == 2
+    monkeypatch.setattr(model, "leftover_split", (0, 2, 0.5, 0.25, True))
     calls.clear()
     probs, _, logits = model.predict_masks(images, masks, scores, image_sizes=sizes)
     assert probs.shape[1] == 2 and (logits[0, 1].sigmoid() > 0.5)[h // 2:].all()
+    # what the generator's own masks leave is cut without EXTERNAL_MASKS: the tiles of its
+    # leftover (here made the bottom half) are named first, in a call of their own
+    def bottom_half(mask_probs, objectness, k, min_area, valid):
+        out = mask_probs.new_zeros(mask_probs.shape[0], k, *mask_probs.shape[-2:])
+        out[:, 0, mask_probs.shape[-2] // 2:] = 1.0
+        found = torch.zeros(out.shape[:2], dtype=torch.bool)
+        found[:, 0] = True
+        return out, found
+
+    monkeypatch.setattr(meta, "leftover_masks", bottom_half)
+    monkeypatch.setattr(model, "leftover_split", (4, 2, 0.5, 0.25, False))
+    calls.clear()
+    probs, _, _ = model.predict_masks(images, image_sizes=sizes)
+    assert calls == [8, probs.shape[1]]  # 8 tiles; then the generator's masks and the part(s)
     with pytest.raises(ValueError, match="LEFTOVER_SPLIT"):
         build_model(tiny_cfg("MODEL.TEST.LEFTOVER_SPLIT.PARTS", "0"))
 

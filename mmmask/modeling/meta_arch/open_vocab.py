@@ -94,7 +94,7 @@ class OpenVocabSegmentor(nn.Module):
                  crop_classifier: nn.Module | None = None, crop_weight: float = 0.0,
                  train_crop: bool = False, crop_mask_size: str = "features",
                  leftover_regions: int = 0, leftover_min_area: float = 0.01,
-                 leftover_split: tuple[int, int, float, float] = (0, 2, 0.5, 0.25),
+                 leftover_split: tuple[int, int, float, float, bool] = (0, 2, 0.5, 0.25, False),
                  mask_refiner: MaskRefiner | None = None,
                  self_train: tuple[float, float, float] | None = None,
                  crop_captions: tuple[Sequence[dict], Callable, int, float] | None = None,
@@ -150,14 +150,14 @@ class OpenVocabSegmentor(nn.Module):
             raise ValueError("MODEL.TEST.LEFTOVER_REGIONS must be >= 0 and LEFTOVER_MIN_AREA in "
                              f"[0, 1]; got {leftover_regions}, {leftover_min_area}")
         self.leftover_regions, self.leftover_min_area = int(leftover_regions), leftover_min_area
-        grid, parts, fill, share = leftover_split
+        grid, parts, fill, share, external = leftover_split
         if int(grid) < 0 or int(parts) < 1 or not 0 < float(fill) <= 1 or not 0 <= share <= 1:
             raise ValueError("MODEL.TEST.LEFTOVER_SPLIT: GRID must be >= 0 (0 = off), PARTS >= 1, "
                              f"MIN_FILL in (0, 1] and MIN_SHARE in [0, 1]; got {grid}, {parts}, "
                              f"{fill}, {share}")
         # Leftover regions cut where the names of their tiles change: (grid, parts, min fill,
-        # min share of the tiles per name).
-        self.leftover_split = (int(grid), int(parts), float(fill), float(share))
+        # min share of the tiles per name, also after external masks).
+        self.leftover_split = (int(grid), int(parts), float(fill), float(share), bool(external))
         # Inference: the generator's masks refined at the image's resolution (guided filter).
         self.mask_refiner = mask_refiner
         self.tasks = tuple(tasks)
@@ -261,7 +261,8 @@ class OpenVocabSegmentor(nn.Module):
             "crop_mask_size": cfg.MODEL.MASK_CROP.TRAIN_MASK_SIZE,
             "leftover_regions": t.LEFTOVER_REGIONS, "leftover_min_area": t.LEFTOVER_MIN_AREA,
             "leftover_split": (t.LEFTOVER_SPLIT.GRID, t.LEFTOVER_SPLIT.PARTS,
-                               t.LEFTOVER_SPLIT.MIN_FILL, t.LEFTOVER_SPLIT.MIN_SHARE),
+                               t.LEFTOVER_SPLIT.MIN_FILL, t.LEFTOVER_SPLIT.MIN_SHARE,
+                               t.LEFTOVER_SPLIT.EXTERNAL_MASKS),
             "mask_refiner": MaskRefiner.from_config(cfg),
             "self_train": ((cfg.MODEL.SELF_TRAIN.THRESHOLD, cfg.MODEL.SELF_TRAIN.MIN_IGNORED,
                             cfg.MODEL.SELF_TRAIN.MIN_AREA)
@@ -566,7 +567,8 @@ class OpenVocabSegmentor(nn.Module):
                          for h, w in image_sizes]
             left, found = leftover_masks(mask_probs, mask_objectness.to(mask_probs),
                                          self.leftover_regions, self.leftover_min_area, valid)
-            if self.leftover_split[0] > 1 and bool(found.any()):
+            if self.leftover_split[0] > 1 and bool(found.any()) and (
+                    external_masks is None or self.leftover_split[4]):
                 left, found = self._split_leftovers(feats, text, images, left, found, valid)
             mask_probs = torch.cat([mask_probs, left], dim=1)
             mask_logits = torch.cat([mask_logits, torch.logit(left, eps=1e-4).to(mask_logits)],
@@ -595,7 +597,7 @@ class OpenVocabSegmentor(nn.Module):
         LEFTOVER_SPLIT``): two uncovered classes side by side (e.g. two kinds of stuff that
         training never labelled) form one connected region, which one name would cover.
         Returns ``(masks [B, K*P, h, w], found [B, K*P])``, each region's parts in its slots."""
-        grid, max_parts, fill, share = self.leftover_split
+        grid, max_parts, fill, share, _ = self.leftover_split
         b, k, h, w = left.shape
         jobs, per_image = [], [[] for _ in range(b)]
         for i, s in found.nonzero().tolist():
