@@ -225,7 +225,7 @@ _C.MODEL.TEST.MAX_MASKS_CLASSIFIED = 0
 _C.MODEL.TEST.LEFTOVER_REGIONS = 0
 _C.MODEL.TEST.LEFTOVER_MIN_AREA = 0.01
 # Cut each leftover region where the names of its tiles change: the frame is tiled GRID x GRID
-# (0 = off), every tile the region fills to MIN_FILL is named by the classifier, and the region
+# (0 = off, else >= 2), every tile the region fills to MIN_FILL is named by the classifier, and the region
 # is split between the PARTS names most tiles carry, each by at least MIN_SHARE of them (two
 # unlabelled kinds of stuff side by side form one connected region, which one name would cover).
 # Up to LEFTOVER_REGIONS x PARTS masks. Only what the generator's own masks leave, unless

@@ -11,7 +11,7 @@ import torch
 
 from engine_toy import EngineToyNet, ToyTrainer, run_toy, toy_opts
 from mmmask.config import get_cfg
-from mmmask.engine import Checkpointer, load_model_weights
+from mmmask.engine import Checkpointer, export_safetensors, load_model_weights
 from mmmask.engine.trainer import build_optimizer, lr_factor
 
 
@@ -118,8 +118,6 @@ def test_generator_weights_key_reaches_the_loader(tmp_path):
     # MODEL.GENERATOR_WEIGHTS is loaded over MODEL.WEIGHTS when a run starts (the loading
     # itself: test_engine_checkpoint); the toy model has no mask generator to take it
     path = tmp_path / "w.safetensors"
-    from mmmask.engine import export_safetensors
-
     export_safetensors(EngineToyNet(), str(path))
     with pytest.raises(ValueError, match="no 'mask_generator'"):
         run_toy(toy_opts(str(tmp_path / "run"), SOLVER__MAX_ITER=1,

@@ -185,8 +185,9 @@ def test_leftover_region_is_cut_where_its_tiles_are_named_differently(monkeypatc
     calls.clear()
     probs, _, _ = model.predict_masks(images, image_sizes=sizes)
     assert calls == [8, probs.shape[1]]  # 8 tiles; then the generator's masks and the part(s)
-    with pytest.raises(ValueError, match="LEFTOVER_SPLIT"):
-        build_model(tiny_cfg("MODEL.TEST.LEFTOVER_SPLIT.PARTS", "0"))
+    for key, value in (("PARTS", "0"), ("GRID", "1"), ("MIN_FILL", "0.0")):
+        with pytest.raises(ValueError, match="LEFTOVER_SPLIT"):
+            build_model(tiny_cfg(f"MODEL.TEST.LEFTOVER_SPLIT.{key}", value))
 
 
 def test_model_refines_its_masks_before_naming_them():

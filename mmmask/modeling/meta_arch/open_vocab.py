@@ -151,8 +151,9 @@ class OpenVocabSegmentor(nn.Module):
                              f"[0, 1]; got {leftover_regions}, {leftover_min_area}")
         self.leftover_regions, self.leftover_min_area = int(leftover_regions), leftover_min_area
         grid, parts, fill, share, external = leftover_split
-        if int(grid) < 0 or int(parts) < 1 or not 0 < float(fill) <= 1 or not 0 <= share <= 1:
-            raise ValueError("MODEL.TEST.LEFTOVER_SPLIT: GRID must be >= 0 (0 = off), PARTS >= 1, "
+        if int(grid) < 0 or int(grid) == 1 or int(parts) < 1 or not 0 < float(fill) <= 1 \
+                or not 0 <= share <= 1:
+            raise ValueError("MODEL.TEST.LEFTOVER_SPLIT: GRID must be 0 (off) or >= 2, PARTS >= 1, "
                              f"MIN_FILL in (0, 1] and MIN_SHARE in [0, 1]; got {grid}, {parts}, "
                              f"{fill}, {share}")
         # Leftover regions cut where the names of their tiles change: (grid, parts, min fill,
@@ -567,7 +568,7 @@ class OpenVocabSegmentor(nn.Module):
                          for h, w in image_sizes]
             left, found = leftover_masks(mask_probs, mask_objectness.to(mask_probs),
                                          self.leftover_regions, self.leftover_min_area, valid)
-            if self.leftover_split[0] > 1 and bool(found.any()) and (
+            if self.leftover_split[0] and bool(found.any()) and (
                     external_masks is None or self.leftover_split[4]):
                 left, found = self._split_leftovers(feats, text, images, left, found, valid)
             mask_probs = torch.cat([mask_probs, left], dim=1)
