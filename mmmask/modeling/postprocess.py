@@ -120,12 +120,17 @@ def leftover_tiles(region: torch.Tensor, grid: int, valid: tuple[int, int] | Non
     vh, vw = valid if valid is not None else (h, w)
     ys = [round(vh * j / grid) for j in range(grid + 1)]
     xs = [round(vw * j / grid) for j in range(grid + 1)]
-    inside = region > 0.5
+    # every tile's filled pixels at once from the summed-area table (one device sync in all)
+    table = F.pad((region > 0.5).float().cumsum(0).cumsum(1), (1, 0, 1, 0))
+    y0s, y1s = torch.tensor(ys[:-1]), torch.tensor(ys[1:])
+    x0s, x1s = torch.tensor(xs[:-1]), torch.tensor(xs[1:])
+    filled = (table[y1s][:, x1s] - table[y0s][:, x1s] - table[y1s][:, x0s]
+              + table[y0s][:, x0s]).tolist()
     pieces, boxes = [], []
-    for y0, y1 in zip(ys[:-1], ys[1:]):
-        for x0, x1 in zip(xs[:-1], xs[1:]):
+    for r, (y0, y1) in enumerate(zip(ys[:-1], ys[1:])):
+        for c, (x0, x1) in enumerate(zip(xs[:-1], xs[1:])):
             area = (y1 - y0) * (x1 - x0)
-            if area == 0 or inside[y0:y1, x0:x1].sum().item() < min_fill * area:
+            if area == 0 or filled[r][c] < min_fill * area:
                 continue
             piece = torch.zeros_like(region)
             piece[y0:y1, x0:x1] = region[y0:y1, x0:x1]
