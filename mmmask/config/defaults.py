@@ -237,6 +237,18 @@ _C.MODEL.TEST.LEFTOVER_SPLIT.PARTS = 2
 _C.MODEL.TEST.LEFTOVER_SPLIT.MIN_FILL = 0.5
 _C.MODEL.TEST.LEFTOVER_SPLIT.MIN_SHARE = 0.25
 _C.MODEL.TEST.LEFTOVER_SPLIT.EXTERNAL_MASKS = False
+# Cut each of the generator's masks where a narrow neck joins two blobs (two touching objects that
+# one mask covers), before naming: cores are the pixels at least DEPTH times as far from the outline
+# as the deepest of their blob (each at least MIN_CORE of the frame), and every pixel joins the
+# nearest core (:func:`mmmask.modeling.postprocess.neck_parts`). The parts are named by the
+# classifier; the mask is replaced by them only where they take different names, all of things
+# (parts of one name are joined again), so a single object pinched by an occluder stays whole,
+# and stuff, whose regions spread over blobs, is never cut. Parts keep the
+# mask's objectness; the generator's own class distribution does not carry over to them.
+_C.MODEL.TEST.NECK_SPLIT = CN()
+_C.MODEL.TEST.NECK_SPLIT.ENABLED = False
+_C.MODEL.TEST.NECK_SPLIT.DEPTH = 0.5
+_C.MODEL.TEST.NECK_SPLIT.MIN_CORE = 0.002
 # Refine the generator's masks before they are named: upsampled to the image's resolution (the
 # longer side capped at MAX_SIDE, 0 = no cap) and guided-filtered with the image, so outlines
 # follow colour edges. RADIUS is in mask cells (4 image pixels for a stride-4 generator), EPS on

@@ -253,3 +253,68 @@ def test_sam_as_the_segmentors_own_generator_is_one_clear_error():
     # SAM names no CLIP features; it joins at inference (--generator sam), not as the trained one
     with pytest.raises(ValueError, match="--generator sam"):
         build_model(tiny_cfg("MODEL.MASK_GENERATOR.NAME", "SAM"))
+
+
+def test_masks_are_cut_at_necks_where_the_parts_name_different_things(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("MODEL.TEST.NECK_SPLIT.ENABLED", "True")).eval()
+    batch = next(iter(build_test_loader(tiny_cfg(), "shapes_ov_val")))[:2]
+    images, _ = model._images(batch)
+    h, w = images.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    disc = lambda cx: ((ys - h / 2) ** 2 + (xs - cx) ** 2 <= (w / 6) ** 2).float()  # noqa: E731
+    two = torch.maximum(disc(w / 2 - w / 6.3), disc(w / 2 + w / 6.3))  # joined by a narrow neck
+    probs = torch.full((2, 3, h, w), 0.01)
+    probs[:, 0] = two.clamp(0.01, 0.99)
+    probs[:, 1, :4, :4] = 0.99  # a small convex mask: never cut
+    mask_logits = torch.logit(probs)
+    gen_logits = torch.randn(2, 3, model.text_embeddings().shape[0] + 1)
+    names = {"thing": (3, 5), "same": (3, 3), "stuff": (3, len(model.is_thing) - 1)}
+    mode = []
+
+    def name(feats, mask_probs, text, images):  # parts named by the side they lie on
+        side = mask_probs.shape[-1]
+        cols = torch.arange(side).to(mask_probs)
+        cx = (mask_probs.sum(-2) * cols).sum(-1) / mask_probs.sum((-2, -1)).clamp_min(1e-6)
+        logits = torch.full((*mask_probs.shape[:2], len(model.is_thing) + 1), -10.0)
+        left, right = names[mode[-1]]
+        logits[..., left] = 5.0
+        logits[..., right] = torch.where(cx < side / 2, 0.0, 10.0)
+        return logits
+
+    monkeypatch.setattr(model, "_name_masks", name)
+    assert not model.is_thing[-1] and model.is_thing[3] and model.is_thing[5]
+    feats, text = model.backbone(images), model.text_embeddings()
+    mode.append("thing")
+    masks, gens = model._split_necks(feats, text, images, mask_logits, gen_logits)
+    assert masks.shape == (2, 4, h, w) and gens.shape == (2, 4, gen_logits.shape[-1])
+    left, right = masks[:, 0].sigmoid() > 0.5, masks[:, 3].sigmoid() > 0.5
+    assert torch.equal(left | right, (two > 0.5).expand(2, h, w)) and not (left & right).any()
+    assert not left[:, :, w // 2 + 1:].any() and not right[:, :, : w // 2 - 1].any()
+    assert torch.equal(masks[:, 1:3], mask_logits[:, 1:3])  # the others untouched
+    assert torch.equal(gens[:, 1:3], gen_logits[:, 1:3])
+    # the parts keep the mask's void probability, spread evenly over the classes
+    void = gen_logits[:, 0].softmax(-1)[:, -1]
+    for j in (0, 3):
+        p = gens[:, j].softmax(-1)
+        assert torch.allclose(p[:, -1], void, atol=1e-5)
+        assert torch.allclose(p[:, :-1], ((1 - void) / (p.shape[-1] - 1))[:, None].expand_as(
+            p[:, :-1]), atol=1e-6)
+    # parts named alike, or with a stuff name, leave the mask whole
+    for kind in ("same", "stuff"):
+        mode.append(kind)
+        masks, gens = model._split_necks(feats, text, images, mask_logits, gen_logits)
+        assert torch.equal(masks, mask_logits) and torch.equal(gens, gen_logits)
+    # only one image of the batch cut: the other gets an empty all-void slot
+    mode.append("thing")
+    one = mask_logits.clone()
+    one[1, 0] = torch.logit(torch.full((h, w), 0.01))
+    masks, gens = model._split_necks(feats, text, images, one, gen_logits)
+    assert masks.shape[1] == 4 and (masks[1, 3].sigmoid() < 1e-3).all()
+    assert gens[1, 3].softmax(-1)[-1] > 0.999
+    # end to end: the outputs carry the extra masks
+    probs_out, objectness, logits_out = model.predict_masks(images)
+    assert probs_out.shape[:2] == objectness.shape == logits_out.shape[:2]
+    with pytest.raises(ValueError, match="NECK_SPLIT"):
+        build_model(tiny_cfg("MODEL.TEST.NECK_SPLIT.ENABLED", "True",
+                             "MODEL.TEST.NECK_SPLIT.DEPTH", "1.0"))

@@ -157,3 +157,38 @@ def test_split_by_tile_names_cuts_where_the_names_change():
     # a part smaller than min_pixels joins the largest
     parts = split_by_tile_names(region, boxes, labels, min_pixels=200)
     assert parts.shape[0] == 1 and torch.equal(parts[0], region)
+
+
+def _disc(size: int, cy: float, cx: float, r: float) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    return ((ys - cy) ** 2 + (xs - cx) ** 2 <= r * r).float()
+
+
+def test_neck_parts_cut_touching_blobs_but_not_single_shapes():
+    from mmmask.modeling.postprocess import neck_parts
+
+    two = torch.maximum(_disc(64, 32, 18, 10), _disc(64, 32, 37, 10)) * 0.9  # a 6-px neck
+    parts = neck_parts(two, depth=0.5, min_core=4)
+    assert parts.shape == (2, 64, 64)
+    assert torch.equal(parts.sum(0), two)  # a partition of the mask, probabilities kept
+    left, right = (p > 0.5 for p in parts)
+    assert left[:, :27].sum() == two[:, :27].gt(0.5).sum() and not left[:, 29:].any()
+    assert right[:, 29:].sum() == two[:, 29:].gt(0.5).sum()
+    # separate blobs are cut too; the largest core comes first
+    apart = torch.maximum(_disc(64, 12, 12, 6), _disc(64, 44, 44, 12))
+    big, small = neck_parts(apart, min_core=4)
+    assert big[44, 44] == 1 and small[12, 12] == 1 and big.sum() > small.sum()
+    # convex shapes have one core at any depth; a cross and a ring are not cut either
+    square = torch.zeros(64, 64)
+    square[10:50, 5:60] = 1
+    cross = torch.zeros(64, 64)
+    cross[26:38, 8:56] = cross[8:56, 26:38] = 1
+    ring = _disc(64, 32, 32, 24) * (1 - _disc(64, 32, 32, 13))
+    for shape in (_disc(64, 32, 32, 20), square, cross, ring):
+        for depth in (0.3, 0.5, 0.7):
+            assert neck_parts(shape, depth=depth, min_core=4).shape == (1, 64, 64)
+    # a wide neck, cores under min_core, max_parts and an empty mask
+    assert neck_parts(two, depth=0.2, min_core=4).shape[0] == 1
+    assert neck_parts(apart, min_core=200).shape[0] == 1
+    assert neck_parts(apart, min_core=4, max_parts=1).shape[0] == 1
+    assert torch.equal(neck_parts(torch.zeros(8, 8))[0], torch.zeros(8, 8))

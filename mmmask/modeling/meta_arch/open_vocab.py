@@ -29,7 +29,7 @@ from ..iou_matching import build_adapter_targets, collate_adapter_targets, mask_
 from ..mask_crop import resize_mask_probs
 from ..mask_refine import MaskRefiner
 from ..postprocess import (combine_class_probs, instance_inference, leftover_masks,
-                           leftover_tiles, split_by_tile_names,
+                           leftover_tiles, neck_parts, split_by_tile_names,
                            max_over_synonyms, panoptic_inference, resize_masks,
                            semantic_inference)
 
@@ -95,6 +95,7 @@ class OpenVocabSegmentor(nn.Module):
                  train_crop: bool = False, crop_mask_size: str = "features",
                  leftover_regions: int = 0, leftover_min_area: float = 0.01,
                  leftover_split: tuple[int, int, float, float, bool] = (0, 2, 0.5, 0.25, False),
+                 neck_split: tuple[float, float] | None = None,
                  mask_refiner: MaskRefiner | None = None,
                  self_train: tuple[float, float, float] | None = None,
                  crop_captions: tuple[Sequence[dict], Callable, int, float] | None = None,
@@ -159,6 +160,13 @@ class OpenVocabSegmentor(nn.Module):
         # Leftover regions cut where the names of their tiles change: (grid, parts, min fill,
         # min share of the tiles per name, also after external masks).
         self.leftover_split = (int(grid), int(parts), float(fill), float(share), bool(external))
+        if neck_split is not None and not (0 < float(neck_split[0]) < 1
+                                           and 0 <= float(neck_split[1]) < 1):
+            raise ValueError("MODEL.TEST.NECK_SPLIT: DEPTH must lie in (0, 1) and MIN_CORE in "
+                             f"[0, 1); got {neck_split[0]}, {neck_split[1]}")
+        # Generator masks cut at narrow necks where the parts take different names: (depth,
+        # min core share of the frame), or None.
+        self.neck_split = None if neck_split is None else tuple(float(v) for v in neck_split)
         # Inference: the generator's masks refined at the image's resolution (guided filter).
         self.mask_refiner = mask_refiner
         self.tasks = tuple(tasks)
@@ -261,6 +269,8 @@ class OpenVocabSegmentor(nn.Module):
             "train_crop": cfg.MODEL.MASK_CROP.TRAIN,
             "crop_mask_size": cfg.MODEL.MASK_CROP.TRAIN_MASK_SIZE,
             "leftover_regions": t.LEFTOVER_REGIONS, "leftover_min_area": t.LEFTOVER_MIN_AREA,
+            "neck_split": ((t.NECK_SPLIT.DEPTH, t.NECK_SPLIT.MIN_CORE)
+                           if t.NECK_SPLIT.ENABLED else None),
             "leftover_split": (t.LEFTOVER_SPLIT.GRID, t.LEFTOVER_SPLIT.PARTS,
                                t.LEFTOVER_SPLIT.MIN_FILL, t.LEFTOVER_SPLIT.MIN_SHARE,
                                t.LEFTOVER_SPLIT.EXTERNAL_MASKS),
@@ -552,6 +562,9 @@ class OpenVocabSegmentor(nn.Module):
                 mask_logits = self._refine(mask_logits, images, image_sizes)
                 if mask_logits.shape[1] == proposals.pred_masks.shape[1]:
                     refined = mask_logits  # every generator mask, in its order
+            if self.neck_split is not None:
+                mask_logits, gen_logits = self._split_necks(feats, text, images, mask_logits,
+                                                            gen_logits)
         if external_scores is not None and external_scores.shape != mask_logits.shape[:2]:
             raise ValueError(f"external_scores {tuple(external_scores.shape)} must be B x Q = "
                              f"{tuple(mask_logits.shape[:2])}")
@@ -592,6 +605,56 @@ class OpenVocabSegmentor(nn.Module):
             cls_logits = ((1 - w) * cls_logits.float().log_softmax(-1)
                           + w * self._aggregate(crop.logits).float().log_softmax(-1))
         return cls_logits
+
+    def _split_necks(self, feats, text, images, mask_logits, gen_logits):
+        """Cut the generator's masks at narrow necks (``MODEL.TEST.NECK_SPLIT``) where the parts
+        take different names, all of things. Returns ``(mask_logits [B, Q', h, w], gen_logits [B, Q', C+1])``:
+        each cut mask's first part in its slot, the others after the Q masks; a part's generator
+        logits keep the mask's void probability, spread evenly over the classes; slots that
+        one image fills and another does not hold empty void masks."""
+        depth, min_core = self.neck_split
+        b, q, h, w = mask_logits.shape
+        probs = mask_logits.sigmoid()
+        min_px = max(1, round(min_core * h * w))
+        cands = [[(s, parts) for s in range(q)
+                  if len(parts := neck_parts(probs[i, s], depth, min_px)) > 1] for i in range(b)]
+        counts = [sum(len(p) for _, p in c) for c in cands]
+        if not any(counts):
+            return mask_logits, gen_logits
+        batch = probs.new_zeros(b, max(counts), h, w)
+        for i, c in enumerate(cands):
+            if counts[i]:
+                batch[i, :counts[i]] = torch.cat([p for _, p in c])
+        labels = self._name_masks(feats, batch, text, images)[..., :-1].argmax(-1).tolist()
+        void = gen_logits.float().softmax(-1)[..., -1].clamp(1e-6, 1 - 1e-6)  # [B, Q]
+        n_cls = gen_logits.shape[-1] - 1
+        masks, gens = [list(m) for m in mask_logits], [list(g) for g in gen_logits]
+        for i, c in enumerate(cands):
+            start = 0
+            for s, parts in c:
+                names, start = labels[i][start:start + len(parts)], start + len(parts)
+                if len(set(names)) < 2 or not all(self.is_thing[n] for n in names):
+                    continue  # one name, or stuff (which spreads over blobs): the mask stays whole
+                joined: dict[int, torch.Tensor] = {}
+                for part, name in zip(parts, names):
+                    joined[name] = joined[name] + part if name in joined else part
+                v = void[i, s]
+                row = torch.cat([((1 - v) / n_cls).log().expand(n_cls), v.log()[None]])
+                row = row.to(gen_logits)
+                for j, part in enumerate(joined.values()):
+                    logit = torch.logit(part, eps=1e-4).to(mask_logits)
+                    if j == 0:
+                        masks[i][s], gens[i][s] = logit, row
+                    else:
+                        masks[i].append(logit)
+                        gens[i].append(row)
+        n = max(len(m) for m in masks)
+        empty = mask_logits.new_full((h, w), torch.logit(torch.tensor(1e-4)).item())
+        pad = torch.full_like(gen_logits[0, 0], -1e4)
+        pad[-1] = 0  # all void: objectness 0
+        masks = torch.stack([torch.stack(m + [empty] * (n - len(m))) for m in masks])
+        gens = torch.stack([torch.stack(g + [pad] * (n - len(g))) for g in gens])
+        return masks, gens
 
     def _split_leftovers(self, feats, text, images, left, found, valid):
         """Cut each leftover region where the names of its tiles change (``MODEL.TEST.
