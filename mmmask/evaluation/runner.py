@@ -248,7 +248,13 @@ def format_metrics(results: dict, title: str = "") -> str:
         if len(rows) < len(per_class):
             table += f"\n({len(per_class) - len(rows)} classes without data not shown)"
         parts.append(table)
+    confusions = results.get("confusions") or {}
+    if confusions:
+        rows = [[*pair.split(" -> ", 1), str(v["pixels"]), _fmt(v["share"])]
+                for pair, v in confusions.items()]
+        parts.append("most confused (pixels of a class predicted as another)\n"
+                     + _table(["class", "predicted", "pixels", "% of class"], rows))
     for k, v in results.items():  # nested results of several evaluators
-        if isinstance(v, dict) and k != "per_class":
+        if isinstance(v, dict) and k not in ("per_class", "confusions"):
             parts.append(format_metrics(v, title=str(k)))
     return "\n\n".join(parts)

@@ -22,7 +22,8 @@ from mmmask.registry import EVALUATOR_REGISTRY
 
 from .evaluator import check_class_lists, DatasetEvaluator, dataset_metadata, meta_get, to_numpy
 
-__all__ = ["SemSegEvaluator", "semantic_metrics", "confusion_matrix", "harmonic_mean"]
+__all__ = ["SemSegEvaluator", "semantic_metrics", "confusion_matrix", "harmonic_mean",
+           "top_confusions"]
 
 
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int,
@@ -77,7 +78,9 @@ def semantic_metrics(
         (``{name: {"IoU", "ACC"}}``, None where undefined) and, with ``is_seen``, ``mIoU_seen``,
         ``mIoU_unseen``, ``hIoU`` (harmonic mean of the two) under the chosen convention; with
         ``is_thing`` also ``mIoU_things`` and ``mIoU_stuff`` (and, with ``is_seen`` too,
-        ``mIoU_things_seen``, ``mIoU_things_unseen``, ``mIoU_stuff_seen``, ``mIoU_stuff_unseen``).
+        ``mIoU_things_seen``, ``mIoU_things_unseen``, ``mIoU_stuff_seen``, ``mIoU_stuff_unseen``),
+        and ``confusions``, the pixels most often taken for another class
+        (:func:`top_confusions`).
     """
     conf = np.asarray(conf, dtype=np.float64)
     c = conf.shape[0]
@@ -128,7 +131,29 @@ def semantic_metrics(
             "ACC": 100 * float(acc[i]) if acc_valid[i] else None}
         for i, n in enumerate(names)
     }
+    res["confusions"] = top_confusions(conf, names)
     return res
+
+
+def top_confusions(conf: np.ndarray, class_names: Sequence[str], k: int = 10) -> dict[str, dict]:
+    """The ``k`` largest off-diagonal cells of a confusion matrix ``[C, C]`` or ``[C, C+1]``:
+    which class is taken for which, by pixels. Returns ``{"<class> -> <predicted>": {"pixels",
+    "share"}}`` (``share``: percent of the class's pixels; the predicted name ``"(none)"`` is the
+    void column), largest first."""
+    conf = np.asarray(conf, dtype=np.float64)
+    c = conf.shape[0]
+    off = conf.copy()
+    off[np.arange(c), np.arange(c)] = 0
+    gt = conf.sum(1)
+    pred_names = list(class_names) + ["(none)"]
+    out: dict[str, dict] = {}
+    for flat in np.argsort(-off, axis=None, kind="stable")[:k]:
+        g, p = divmod(int(flat), off.shape[1])
+        if off[g, p] <= 0:
+            break
+        out[f"{class_names[g]} -> {pred_names[p]}"] = {
+            "pixels": int(off[g, p]), "share": 100 * float(off[g, p] / gt[g])}
+    return out
 
 
 def _read_label_file(path: str) -> np.ndarray:

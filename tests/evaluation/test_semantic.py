@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from mmmask.evaluation import SemSegEvaluator, confusion_matrix, semantic_metrics
-from mmmask.evaluation.semantic import harmonic_mean
+from mmmask.evaluation.semantic import harmonic_mean, top_confusions
 
 # 4 classes (0..3), void prediction index 4; class 2 is predicted but absent from the ground truth,
 # class 3 is absent from both.
@@ -140,3 +140,19 @@ def test_prediction_resized_to_ground_truth():
     ev = SemSegEvaluator(num_classes=3)
     ev.process([{"sem_seg": gt}], [{"sem_seg": pred}])
     assert ev.evaluate()["mIoU"] == pytest.approx(100.0)
+
+
+def test_top_confusions_rank_the_wrong_pixels_and_print():
+    from mmmask.evaluation.runner import format_metrics
+
+    conf = np.array([[5, 3, 0, 2], [1, 9, 0, 0], [0, 4, 0, 6]])  # 3 classes + void column
+    top = top_confusions(conf, ["a", "b", "c"], k=3)
+    assert list(top) == ["c -> (none)", "c -> b", "a -> b"]  # by pixels, largest first
+    assert top["c -> (none)"] == {"pixels": 6, "share": pytest.approx(60.0)}
+    assert top["a -> b"]["share"] == pytest.approx(30.0)
+    assert list(top_confusions(np.eye(3, dtype=int), ["a", "b", "c"])) == []  # nothing wrong
+    res = semantic_metrics(conf, ["a", "b", "c"])
+    assert list(res["confusions"])[:2] == ["c -> (none)", "c -> b"]
+    text = format_metrics(res)
+    assert "most confused" in text and "(none)" in text
+    assert "\nconfusions" not in text  # not printed a second time as nested results
