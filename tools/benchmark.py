@@ -2,7 +2,7 @@
 
     python tools/benchmark.py [--quick] [--output F.json] [--device cpu|cuda]
                               [--threads N]
-                              [--sections pipeline,crop,sam,cm3,text,eval,memory]
+                              [--sections pipeline,crop,sam,cm3,text,eval,shipped,memory]
 
 ``--quick`` uses the tiny Shapes-OV models (under 2 minutes on a 2-core CPU); the full run uses
 convnext_tiny / ViT-S-32 CLIP shapes with random weights at 512 and 1024 px (under 10 minutes).

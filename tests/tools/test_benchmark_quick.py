@@ -13,7 +13,7 @@ TINY = dataclasses.replace(
     sam_opts=tuple(list(QUICK.sam_opts[:2]) + ["MODEL.SAM.IMAGE_SIZE", 64]
                    + list(QUICK.sam_opts[4:]) + ["MODEL.SAM.POINTS_PER_SIDE", 2]),
     cm3=dict(n_layer=1, n_head=1, n_embd=16, block_size=300, vocab_size=64),
-    eval_size=32, memory_size=64, repeats=1, warmup=0)
+    eval_size=32, memory_size=64, shipped_images=1, repeats=1, warmup=0)
 
 
 def test_every_section_gives_its_figures():
@@ -26,7 +26,8 @@ def test_every_section_gives_its_figures():
                  "crop-and-classify", "MaskCrop fusion",
                  "SAM automatic",
                  "naming", "CM3 KV cache / recompute", "text: padded-77 / truncated",
-                 "max |padded - truncated|", "mIoU accumulation", "peak memory"):
+                 "max |padded - truncated|", "mIoU accumulation", "peak memory",
+                 "shipped Shapes-OV model / the same without its neck cut"):
         assert part in names, part
     for f in report["figures"]:
         assert isinstance(f["value"], float) and not math.isnan(f["value"]), f

@@ -11,7 +11,9 @@ results, a list of headline figures with targets); :func:`format_table` prints t
 - ``sam``: mmmask's SAM automatic path / ``SamAutomaticMaskGenerator``, naming share;
 - ``cm3``: KV-cache / recompute tokens per second;
 - ``text``: text classifier padded to the full context / truncated to the longest prompt;
-- ``eval``: mIoU accumulation megapixels/s; ``memory``: peak memory of one inference.
+- ``eval``: mIoU accumulation megapixels/s; ``memory``: peak memory of one inference;
+- ``shipped``: the shipped Shapes-OV segmenter through the Predictor, with each of its inference
+  settings (neck cut, mirrored crops, leftover cut, mask refinement) / the same without it.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ import torch
 
 from .components import (benchmark_prompts, build_sam_generator, cm3_figures, eval_figures,
                          sam_figures, text_figures)
-from .segmentation import (build_fused_segmentor, build_segmentor, crop_vs_pipeline,
-                           peak_memory, pipeline_figures, random_image)
+from .segmentation import (SHIPPED_SETTINGS, build_fused_segmentor, build_segmentor,
+                           crop_vs_pipeline, peak_memory, pipeline_figures, random_image,
+                           shipped_settings_figures)
 from .timing import machine_info, time_side_by_side
 
 __all__ = ["BenchmarkPlan", "QUICK", "FULL", "SECTIONS", "run_benchmark", "format_table",
            "time_side_by_side"]
 
-SECTIONS = ("pipeline", "crop", "sam", "cm3", "text", "eval", "memory")
+SECTIONS = ("pipeline", "crop", "sam", "cm3", "text", "eval", "shipped", "memory")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class BenchmarkPlan:
     text_clip: str
     eval_size: int
     memory_size: int
+    shipped_images: int  # Shapes-OV val images of the ``shipped`` section
     repeats: int
     warmup: int
 
@@ -70,7 +74,8 @@ QUICK = BenchmarkPlan(
     sizes=(256,), num_masks=100, top_n=25, crop_clip="mmmask-shapes-convnext", crop_size=256,
     sam_opts=_TINY_SAM + _SAM_FILTERS, sam_size=256,
     cm3=dict(n_layer=2, n_head=2, n_embd=64, block_size=300, vocab_size=523),
-    text_clip="mmmask-shapes-vit", eval_size=256, memory_size=256, repeats=1, warmup=1)
+    text_clip="mmmask-shapes-vit", eval_size=256, memory_size=256, shipped_images=2, repeats=1,
+    warmup=1)
 
 FULL = BenchmarkPlan(
     clips=(("convnext", "convnext_tiny"), ("vit", "ViT-S-32")),
@@ -82,7 +87,8 @@ FULL = BenchmarkPlan(
               "MODEL.SAM.DECODER_MLP_DIM", 2048, "MODEL.SAM.DECODER_NUM_HEADS", 8,
               "MODEL.SAM.POINTS_PER_SIDE", 4) + _SAM_FILTERS, sam_size=256,
     cm3=dict(n_layer=4, n_head=4, n_embd=256, block_size=300, vocab_size=523),
-    text_clip="ViT-B-32", eval_size=512, memory_size=512, repeats=2, warmup=1)
+    text_clip="ViT-B-32", eval_size=512, memory_size=512, shipped_images=20, repeats=2,
+    warmup=1)
 
 # (result path, label, target, comparison): the headline figures of the table.
 _TARGETS = {"pipeline_over_trunk": (1.3, "<="), "adapter_share": (0.10, "<="),
@@ -214,6 +220,16 @@ def _run(quick, device, sections, plan, progress) -> dict:
             results["eval"] = res
             figures.append(_figure(f"mIoU accumulation, {res['num_classes']} classes",
                                    res["megapixels_per_s"], "MP/s"))
+        if "shipped" in sections:
+            log(f"shipped Shapes-OV segmenter, {plan.shipped_images} val images per setting")
+            res = shipped_settings_figures(plan.shipped_images, repeats=r, warmup=w,
+                                           device=str(dev))
+            results["shipped"] = res
+            if "skipped" in res:
+                log(f"shipped section skipped: {res['skipped']}")
+            for k in SHIPPED_SETTINGS if "skipped" not in res else ():
+                figures.append(_figure(f"shipped Shapes-OV model / the same without its {k}",
+                                       res[f"shipped_over_without_{k.replace(' ', '_')}"]))
     if "memory" in sections:
         name = plan.clips[0][1]
         log(f"peak memory of one inference ({name}, {plan.memory_size}px)")

@@ -276,3 +276,43 @@ def peak_memory(clip_name: str, size: int, *, num_queries: int = 100,
         peak = torch.cuda.max_memory_allocated(device)
     return {"method": "torch.cuda.max_memory_allocated", "size": size,
             "inference_peak_mb": (peak - base) / 2**20, "peak_mb": peak / 2**20}
+
+
+# Inference settings of the shipped Shapes-OV segmenter, each switched off in one variant.
+SHIPPED_SETTINGS = {
+    "neck cut": ["MODEL.TEST.NECK_SPLIT.ENABLED", "False"],
+    "mirrored crops": ["MODEL.MASK_CROP.FLIP", "False"],
+    "leftover cut": ["MODEL.TEST.LEFTOVER_SPLIT.GRID", "0"],
+    "mask refinement": ["MODEL.TEST.MASK_REFINE.ENABLED", "False"],
+}
+
+
+def shipped_settings_figures(num_images: int, *, repeats: int, warmup: int,
+                             device: str = "cpu") -> dict:
+    """The shipped Shapes-OV segmenter through the Predictor on ``num_images`` Shapes-OV val
+    images, against the same model with each of :data:`SHIPPED_SETTINGS` off: seconds per image
+    and the ratio shipped / without the setting (its cost). ``{"skipped": why}`` when no model
+    is shipped."""
+    import os
+
+    from mmmask.data.shapes import render_sample
+    from mmmask.predictor import SegmentationPredictor, default_config_file
+
+    if not os.path.isfile(default_config_file()):
+        return {"skipped": f"no shipped segmenter ({default_config_file()})"}
+    variants = {"shipped": []} | {f"without {k}": v for k, v in SHIPPED_SETTINGS.items()}
+    predictors = {k: SegmentationPredictor.from_files(opts=o, device=device)
+                  for k, o in variants.items()}
+    cfg = predictors["shipped"].cfg
+    shapes = cfg.DATASETS.SHAPES
+    images = [render_sample(shapes.SEED, "val", i, shapes.IMAGE_SIZE).image
+              for i in range(num_images)]
+    fns = {k: (lambda p=p: [p.predict(im) for im in images]) for k, p in predictors.items()}
+    times = time_side_by_side(fns, repeats=repeats, warmup=warmup, device=device)
+    per_image = {k: t.median / num_images for k, t in times.items()}
+    res = {"num_images": num_images, "image_size": cfg.DATASETS.SHAPES.IMAGE_SIZE,
+           "per_image_s": per_image}
+    for k in SHIPPED_SETTINGS:
+        res[f"shipped_over_without_{k.replace(' ', '_')}"] = (
+            per_image["shipped"] / per_image[f"without {k}"])
+    return res
