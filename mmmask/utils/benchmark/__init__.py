@@ -74,7 +74,7 @@ QUICK = BenchmarkPlan(
     sizes=(256,), num_masks=100, top_n=25, crop_clip="mmmask-shapes-convnext", crop_size=256,
     sam_opts=_TINY_SAM + _SAM_FILTERS, sam_size=256,
     cm3=dict(n_layer=2, n_head=2, n_embd=64, block_size=300, vocab_size=523),
-    text_clip="mmmask-shapes-vit", eval_size=256, memory_size=256, shipped_images=2, repeats=1,
+    text_clip="mmmask-shapes-vit", eval_size=256, memory_size=256, shipped_images=1, repeats=1,
     warmup=1)
 
 FULL = BenchmarkPlan(
