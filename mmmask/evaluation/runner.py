@@ -250,8 +250,8 @@ def format_metrics(results: dict, title: str = "") -> str:
         parts.append(table)
     confusions = results.get("confusions") or {}
     if confusions:
-        rows = [[*pair.split(" -> ", 1), str(v["pixels"]), _fmt(v["share"])]
-                for pair, v in confusions.items()]
+        rows = [[v["class"], v["predicted"], str(v["pixels"]), _fmt(v["share"])]
+                for v in confusions.values()]
         parts.append("most confused (pixels of a class predicted as another)\n"
                      + _table(["class", "predicted", "pixels", "% of class"], rows))
     for k, v in results.items():  # nested results of several evaluators

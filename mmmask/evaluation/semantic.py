@@ -137,9 +137,9 @@ def semantic_metrics(
 
 def top_confusions(conf: np.ndarray, class_names: Sequence[str], k: int = 10) -> dict[str, dict]:
     """The ``k`` largest off-diagonal cells of a confusion matrix ``[C, C]`` or ``[C, C+1]``:
-    which class is taken for which, by pixels. Returns ``{"<class> -> <predicted>": {"pixels",
-    "share"}}`` (``share``: percent of the class's pixels; the predicted name ``"(none)"`` is the
-    void column), largest first."""
+    which class is taken for which, by pixels. Returns ``{"<class> -> <predicted>": {"class",
+    "predicted", "pixels", "share"}}`` (``share``: percent of the class's pixels; the predicted
+    name ``"(none)"`` is the void column), largest first."""
     conf = np.asarray(conf, dtype=np.float64)
     c = conf.shape[0]
     off = conf.copy()
@@ -152,7 +152,8 @@ def top_confusions(conf: np.ndarray, class_names: Sequence[str], k: int = 10) ->
         if off[g, p] <= 0:
             break
         out[f"{class_names[g]} -> {pred_names[p]}"] = {
-            "pixels": int(off[g, p]), "share": 100 * float(off[g, p] / gt[g])}
+            "class": class_names[g], "predicted": pred_names[p], "pixels": int(off[g, p]),
+            "share": 100 * float(off[g, p] / gt[g])}
     return out
 
 

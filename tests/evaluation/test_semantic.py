@@ -148,7 +148,8 @@ def test_top_confusions_rank_the_wrong_pixels_and_print():
     conf = np.array([[5, 3, 0, 2], [1, 9, 0, 0], [0, 4, 0, 6]])  # 3 classes + void column
     top = top_confusions(conf, ["a", "b", "c"], k=3)
     assert list(top) == ["c -> (none)", "c -> b", "a -> b"]  # by pixels, largest first
-    assert top["c -> (none)"] == {"pixels": 6, "share": pytest.approx(60.0)}
+    assert top["c -> (none)"] == {"class": "c", "predicted": "(none)", "pixels": 6,
+                                  "share": pytest.approx(60.0)}
     assert top["a -> b"]["share"] == pytest.approx(30.0)
     assert list(top_confusions(np.eye(3, dtype=int), ["a", "b", "c"])) == []  # nothing wrong
     res = semantic_metrics(conf, ["a", "b", "c"])

@@ -291,8 +291,8 @@ def shipped_settings_figures(num_images: int, *, repeats: int, warmup: int,
                              device: str = "cpu") -> dict:
     """The shipped Shapes-OV segmenter through the Predictor on ``num_images`` Shapes-OV val
     images, against the same model with each of :data:`SHIPPED_SETTINGS` off: seconds per image
-    and the ratio shipped / without the setting (its cost). ``{"skipped": why}`` when no model
-    is shipped."""
+    and ``shipped_over_without[setting]``, the ratio shipped / without it (its cost).
+    ``{"skipped": why}`` when no model is shipped."""
     import os
 
     from mmmask.data.shapes import render_sample
@@ -310,9 +310,6 @@ def shipped_settings_figures(num_images: int, *, repeats: int, warmup: int,
     fns = {k: (lambda p=p: [p.predict(im) for im in images]) for k, p in predictors.items()}
     times = time_side_by_side(fns, repeats=repeats, warmup=warmup, device=device)
     per_image = {k: t.median / num_images for k, t in times.items()}
-    res = {"num_images": num_images, "image_size": cfg.DATASETS.SHAPES.IMAGE_SIZE,
-           "per_image_s": per_image}
-    for k in SHIPPED_SETTINGS:
-        res[f"shipped_over_without_{k.replace(' ', '_')}"] = (
-            per_image["shipped"] / per_image[f"without {k}"])
-    return res
+    return {"num_images": num_images, "image_size": shapes.IMAGE_SIZE, "per_image_s": per_image,
+            "shipped_over_without": {k: per_image["shipped"] / per_image[f"without {k}"]
+                                     for k in SHIPPED_SETTINGS}}
