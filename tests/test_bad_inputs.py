@@ -495,3 +495,56 @@ def test_nan_loss_is_covered_in_engine_tests():
     """NaN losses stop training with FloatingPointError and keep the last good checkpoint."""
     text = (ROOT / "tests" / "engine" / "test_engine_trainer.py").read_text()
     assert "def test_nan_loss_stops_and_keeps_last_good_checkpoint" in text
+
+
+# -- another run's mask generator under a model's classifiers (MODEL.GENERATOR_WEIGHTS) ------
+def test_generator_weights_swap_only_the_generator_and_wrong_files_are_named(tmp_path):
+    from mmmask.predictor import SegmentationPredictor
+    from mmmask.utils.weights import save_safetensors
+
+    config = str(ROOT / "configs/shapes/pmp.yaml")
+    torch.manual_seed(0)
+    base = SegmentationPredictor.from_files(config, None, TINY)
+    torch.manual_seed(1)
+    other = SegmentationPredictor.from_files(config, None, TINY)
+    base_file, other_file = tmp_path / "base.safetensors", tmp_path / "other.safetensors"
+    save_safetensors(base.model.state_dict(), str(base_file))
+    save_safetensors(other.model.state_dict(), str(other_file))
+
+    swapped = SegmentationPredictor.from_files(
+        config, str(base_file), TINY + ["MODEL.GENERATOR_WEIGHTS", str(other_file)])
+    state = swapped.model.state_dict()
+    gen = [k for k in state if k.startswith("mask_generator.")]
+    rest = [k for k in state if not k.startswith("mask_generator.") and state[k].is_floating_point()]
+    assert gen and rest
+    assert all(torch.equal(state[k], other.model.state_dict()[k]) for k in gen)
+    assert all(torch.equal(state[k], base.model.state_dict()[k]) for k in rest)
+    assert any(not torch.equal(base.model.state_dict()[k], other.model.state_dict()[k]) for k in gen)
+
+    # a file without a generator, and a generator of another architecture, fail by name
+    clip_only = tmp_path / "clip_only.safetensors"
+    save_safetensors({k: v for k, v in base.model.state_dict().items()
+                      if k.startswith("backbone.")}, str(clip_only))
+    with pytest.raises(ValueError, match=r"no mask_generator\.\* tensors.*GENERATOR_WEIGHTS"):
+        SegmentationPredictor.from_files(config, str(base_file),
+                                         TINY + ["MODEL.GENERATOR_WEIGHTS", str(clip_only)])
+    plain = TINY + ["MODEL.PMP.TEXT_CROSS_ATTN", "False"]
+    with pytest.raises(ValueError, match="lacks .* mask generator's tensors"):
+        SegmentationPredictor.from_files(config, str(base_file), TINY + [
+            "MODEL.GENERATOR_WEIGHTS", str(_plain_generator_file(tmp_path, config, plain))])
+    with pytest.raises(ValueError, match="does not fit the mask generator"):
+        SegmentationPredictor.from_files(config, None, plain + [
+            "MODEL.GENERATOR_WEIGHTS", str(other_file)])
+    with pytest.raises(FileNotFoundError, match="GENERATOR_WEIGHTS"):
+        SegmentationPredictor.from_files(config, str(base_file), TINY + [
+            "MODEL.GENERATOR_WEIGHTS", str(tmp_path / "missing.safetensors")])
+
+
+def _plain_generator_file(tmp_path, config, opts):
+    from mmmask.predictor import SegmentationPredictor
+    from mmmask.utils.weights import save_safetensors
+
+    plain = SegmentationPredictor.from_files(config, None, opts)
+    path = tmp_path / "plain.safetensors"
+    save_safetensors(plain.model.state_dict(), str(path))
+    return path

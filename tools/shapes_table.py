@@ -53,10 +53,11 @@ ROWS = [
     ("SAM + Mask-Adapter x mask-adapted crops (shipped)", "mmmask/weights/shapes_ovseg.yaml", "",
      "sam", []),
     # row 9 with the plain query decoder in PMP's place: stage 1 and step 5 of the recipe without
-    # text cross-attention, the shipped classifiers kept (MODEL.GENERATOR_WEIGHTS; README)
+    # text cross-attention; only its generator is loaded over the shipped classifiers (README)
     ("... with the plain query decoder as the generator (same naming weights)",
-     "mmmask/weights/shapes_ovseg.yaml", "output/shapes/plain_more/model_final.safetensors",
-     "pmp", ["MODEL.PMP.TEXT_CROSS_ATTN", "False"]),
+     "mmmask/weights/shapes_ovseg.yaml", "", "pmp",
+     ["MODEL.PMP.TEXT_CROSS_ATTN", "False",
+      "MODEL.GENERATOR_WEIGHTS", "output/shapes/plain_more/model_final.safetensors"]),
 ]
 TASKS = {"semantic": ["mIoU_seen", "mIoU_unseen", "hIoU", "mIoU"], "panoptic": ["PQ", "PQ_seen",
          "PQ_unseen"], "instance": ["AP", "AP_seen", "AP_unseen"]}
@@ -87,8 +88,15 @@ def main(argv=None) -> int:
         if wanted is not None and i not in wanted:
             continue
         path = os.path.join(ROOT, weights) if weights else ""
-        if weights and not os.path.isfile(path):
-            print(f"skip {name!r}: {weights} not found (train it first)")
+        opts = list(opts)
+        needed = [weights] if weights else []
+        for j in range(0, len(opts), 2):
+            if opts[j] == "MODEL.GENERATOR_WEIGHTS":  # another run's file, relative to the repo
+                needed.append(opts[j + 1])
+                opts[j + 1] = os.path.join(ROOT, opts[j + 1])
+        missing = [f for f in needed if not os.path.isfile(os.path.join(ROOT, f))]
+        if missing:
+            print(f"skip {name!r}: {missing[0]} not found (train it first)")
             continue
         predictor = SegmentationPredictor.from_files(os.path.join(ROOT, config), path or None,
                                                      opts + list(args.opts))

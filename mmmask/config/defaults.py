@@ -21,8 +21,8 @@ _C.MODEL.DEVICE = "auto"
 # Weights of the whole model (safetensors or a state-dict file); "" = none. The shipped Shapes-OV
 # weights are named "shipped:<file>" and resolve inside the package (mmmask/weights/).
 _C.MODEL.WEIGHTS = ""
-# Training only: a file whose mask_generator.* tensors replace those of MODEL.WEIGHTS when a run
-# starts (a trained model's classifiers with the generator of another run); "" = none.
+# A file whose mask_generator.* tensors replace those of MODEL.WEIGHTS when a run starts or a
+# Predictor loads (a trained model's classifiers with the generator of another run); "" = none.
 _C.MODEL.GENERATOR_WEIGHTS = ""
 
 # Which parts are trained (the staged recipe: generator first, then the classifier).
