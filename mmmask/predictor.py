@@ -116,34 +116,15 @@ class SegmentationPredictor:
                     f"{source} does not fit the model ({len(unexpected)} of {len(state)} tensors "
                     f"unknown, e.g. {unexpected[:3]}); wrong architecture or config?")
             self.model.backbone.text.clear_cache()
-        if cfg.MODEL.GENERATOR_WEIGHTS:
-            self._load_generator(cfg.MODEL.GENERATOR_WEIGHTS)
+        if cfg.MODEL.GENERATOR_WEIGHTS:  # another run's generator under these classifiers
+            from mmmask.engine.checkpoint import load_model_part
+
+            load_model_part(self.model, "mask_generator.", cfg.MODEL.GENERATOR_WEIGHTS,
+                            "MODEL.GENERATOR_WEIGHTS", strict=True)
         self.default_vocabulary = self.model.vocabulary
         self.default_is_thing = list(self.model.is_thing)
         self._sam = None
         self._lock = threading.RLock()
-
-    def _load_generator(self, path: str) -> None:
-        """Replace the mask generator's tensors with the ``mask_generator.*`` ones of ``path``
-        (``MODEL.GENERATOR_WEIGHTS``: another run's generator under this model's classifiers)."""
-        source = resolve_weights(path)
-        prefix = "mask_generator."
-        state = {k[len(prefix):]: v.float() if v.is_floating_point() else v
-                 for k, v in load_state_dict_file(path, config_key="MODEL.GENERATOR_WEIGHTS").items()
-                 if k.startswith(prefix)}
-        if not state:
-            raise ValueError(f"{source} holds no {prefix}* tensors (MODEL.GENERATOR_WEIGHTS)")
-        own = self.model.mask_generator.state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing:
-            raise ValueError(f"{source} lacks {len(missing)} of the mask generator's tensors "
-                             f"(MODEL.GENERATOR_WEIGHTS), e.g. {missing[:3]}; another "
-                             "generator's architecture or config?")
-        if unexpected:
-            raise ValueError(f"{source} does not fit the mask generator (MODEL.GENERATOR_WEIGHTS): "
-                             f"{len(unexpected)} unknown tensors, e.g. {unexpected[:3]}; another "
-                             "generator's architecture or config?")
-        load_matching(self.model.mask_generator, state, source=source, strict=True)
 
     @classmethod
     def from_files(cls, config_file: str | None = None, weights: str | None = None,

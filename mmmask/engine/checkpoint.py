@@ -37,6 +37,7 @@ __all__ = [
     "export_safetensors",
     "get_rng_state",
     "load_model_weights",
+    "load_model_part",
     "load_state_into",
     "set_rng_state",
     "unwrap_model",
@@ -439,21 +440,47 @@ class Checkpointer:
         return 0
 
     def _load_part(self, prefix: str, path: str, key: str) -> None:
-        from mmmask.utils.weights import load_state_dict_file, resolve_weights
-
-        source = resolve_weights(path)
-        state = {k: v for k, v in load_state_dict_file(path, config_key=key).items()
-                 if k.startswith(prefix)}
-        try:
-            part = unwrap_model(self.model).get_submodule(prefix.rstrip("."))
-        except AttributeError:
-            raise ValueError(f"The model has no {prefix.rstrip('.')!r} to load {source} into "
-                             f"({key})") from None
-        if not state:
-            raise ValueError(f"{source} holds no {prefix}* tensors ({key})")
-        if self.sharded:
-            fsdp.load_full_model_state(self.model, state, strict=False)
-        else:
-            load_state_into(part, {k[len(prefix):]: v for k, v in state.items()}, source=source,
-                            strict=False)
+        if not self.sharded:
+            load_model_part(self.model, prefix, path, key, strict=False)
+            return
+        state = _part_state(self.model, prefix, path, key)
+        fsdp.load_full_model_state(self.model, state, strict=False)
         logger.info("Loaded %d %s* tensors from %s", len(state), prefix, path)
+
+
+def _part_state(model: nn.Module, prefix: str, path: str, key: str) -> dict[str, torch.Tensor]:
+    """The ``prefix*`` tensors of ``path`` (full names), checked to exist in file and model."""
+    from mmmask.utils.weights import load_state_dict_file, resolve_weights
+
+    source = resolve_weights(path)
+    state = {k: v for k, v in load_state_dict_file(path, config_key=key).items()
+             if k.startswith(prefix)}
+    try:
+        unwrap_model(model).get_submodule(prefix.rstrip("."))
+    except AttributeError:
+        raise ValueError(f"The model has no {prefix.rstrip('.')!r} to load {source} into "
+                         f"({key})") from None
+    if not state:
+        raise ValueError(f"{source} holds no {prefix}* tensors ({key})")
+    return state
+
+
+def load_model_part(model: nn.Module, prefix: str, path: str, key: str,
+                    strict: bool = False) -> LoadResult:
+    """Replace the tensors of ``model``'s submodule ``prefix`` (e.g. ``"mask_generator."``) with
+    the ``prefix*`` tensors of ``path``, the file named by config key ``key`` (errors name it).
+
+    Shapes are always checked; with ``strict`` missing or unknown tensors raise too (another
+    architecture), otherwise they are logged.
+    """
+    from mmmask.utils.weights import resolve_weights
+
+    state = _part_state(model, prefix, path, key)
+    part = unwrap_model(model).get_submodule(prefix.rstrip("."))
+    try:
+        result = load_state_into(part, {k[len(prefix):]: v for k, v in state.items()},
+                                 source=resolve_weights(path), strict=strict)
+    except ValueError as e:
+        raise ValueError(f"{e} ({key})") from None
+    logger.info("Loaded %d %s* tensors from %s", len(state), prefix, path)
+    return result
