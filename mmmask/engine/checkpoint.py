@@ -443,26 +443,28 @@ class Checkpointer:
         if not self.sharded:
             load_model_part(self.model, prefix, path, key, strict=False)
             return
-        state = _part_state(self.model, prefix, path, key)
+        _, state = _part_state(self.model, prefix, path, key)
         fsdp.load_full_model_state(self.model, state, strict=False)
         logger.info("Loaded %d %s* tensors from %s", len(state), prefix, path)
 
 
-def _part_state(model: nn.Module, prefix: str, path: str, key: str) -> dict[str, torch.Tensor]:
-    """The ``prefix*`` tensors of ``path`` (full names), checked to exist in file and model."""
+def _part_state(model: nn.Module, prefix: str, path: str,
+                key: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """``model``'s submodule ``prefix`` and the ``prefix*`` tensors of ``path`` (full names);
+    a model without that submodule or a file without those tensors raises, naming ``key``."""
     from mmmask.utils.weights import load_state_dict_file, resolve_weights
 
     source = resolve_weights(path)
     state = {k: v for k, v in load_state_dict_file(path, config_key=key).items()
              if k.startswith(prefix)}
     try:
-        unwrap_model(model).get_submodule(prefix.rstrip("."))
+        part = unwrap_model(model).get_submodule(prefix.rstrip("."))
     except AttributeError:
         raise ValueError(f"The model has no {prefix.rstrip('.')!r} to load {source} into "
                          f"({key})") from None
     if not state:
         raise ValueError(f"{source} holds no {prefix}* tensors ({key})")
-    return state
+    return part, state
 
 
 def load_model_part(model: nn.Module, prefix: str, path: str, key: str,
@@ -475,8 +477,7 @@ def load_model_part(model: nn.Module, prefix: str, path: str, key: str,
     """
     from mmmask.utils.weights import resolve_weights
 
-    state = _part_state(model, prefix, path, key)
-    part = unwrap_model(model).get_submodule(prefix.rstrip("."))
+    part, state = _part_state(model, prefix, path, key)
     try:
         result = load_state_into(part, {k[len(prefix):]: v for k, v in state.items()},
                                  source=resolve_weights(path), strict=strict)
