@@ -172,10 +172,12 @@ _C.MODEL.MASK_CROP.CONTEXT = 1.5
 _C.MODEL.MASK_CROP.BACKGROUND = 0.0
 _C.MODEL.MASK_CROP.BATCH_SIZE = 256
 # Test-time ensemble: more box sizes (each >= 1) whose crops' embeddings are averaged with
-# CONTEXT's, and FLIP to average in every crop mirrored left-right. Each costs one more CLIP
-# forward per mask.
+# CONTEXT's, FLIP to average in every crop mirrored left-right, and ROTATIONS (degrees out of 90,
+# 180, 270) every crop turned by those angles (for data with no up and down, e.g. Shapes-OV with
+# (180,)). Each view costs one more CLIP forward per mask.
 _C.MODEL.MASK_CROP.EXTRA_CONTEXTS = ()
 _C.MODEL.MASK_CROP.FLIP = False
+_C.MODEL.MASK_CROP.ROTATIONS = ()
 # Initial temperature of MaskCrop's cosine logits (learned when MaskCrop is trained).
 _C.MODEL.MASK_CROP.LOGIT_SCALE = 20.0
 # Inference: > 0 also names every mask with MaskCrop and fuses the two classifiers' class

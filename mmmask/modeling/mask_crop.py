@@ -6,8 +6,9 @@ pixels outside the mask are optionally faded towards the mean pixel (``backgroun
 of them kept). The crops go through CLIP's own image tower, and the embeddings are compared with
 the vocabulary's text embeddings as in :mod:`.mask_pooling`. One CLIP forward per mask: slower
 than pooling, but it sees each object at the scale CLIP was trained on. A test-time ensemble
-averages the embeddings of crops at more box sizes (``extra_contexts``) and of their mirror
-images (``flip``), one more CLIP forward per mask for each.
+averages the embeddings of crops at more box sizes (``extra_contexts``), of their mirror
+images (``flip``) and of the crops turned by quarter turns (``rotations``), one more CLIP forward
+per mask for each view.
 
 With ``tower`` (a copy of CLIP's image tower, ``MODEL.MASK_CROP.OWN_TOWER``) the crops go through
 that copy, which can be trained on masked crops of the seen classes against CLIP's frozen text
@@ -99,8 +100,8 @@ class MaskCrop(nn.Module):
                  logit_scale: float = 20.0, void_logit: float = 0.0, class_weight: float = 1.0,
                  consistency_weight: float = 1.0, void_weight: float = 0.1,
                  learnable: bool = True, extra_contexts: tuple[float, ...] = (),
-                 flip: bool = False, train_context_jitter: float = 0.0,
-                 train_flip: bool = False, tower: nn.Module | None = None,
+                 flip: bool = False, rotations: tuple[int, ...] = (),
+                 train_context_jitter: float = 0.0, train_flip: bool = False, tower: nn.Module | None = None,
                  text_tower: nn.Module | None = None) -> None:
         """
         Args:
@@ -115,6 +116,10 @@ class MaskCrop(nn.Module):
             extra_contexts: more box sizes; each mask's embedding is the normalised mean over
                 ``context`` and these.
             flip: also embed every crop mirrored left-right and average it in.
+            rotations: also embed every crop (and its mirror image with ``flip``) turned by each
+                of these angles in degrees (90, 180 or 270, counter-clockwise) and average them
+                in. Only for data whose objects and textures come in any orientation (180 keeps
+                what is horizontal horizontal).
             train_context_jitter: in training, each mask's box size is ``context`` times
                 ``(1 + j) ** u`` with ``u`` uniform in [-1, 1] (0 = off), so the tower learns
                 objects framed as loosely or tightly as imperfect predicted masks frame them.
@@ -146,6 +151,11 @@ class MaskCrop(nn.Module):
         self.crop_size, self.context = int(crop_size), float(context)
         self.contexts = (self.context,) + extra_contexts
         self.flip = bool(flip)
+        rotations = tuple(int(r) for r in rotations)
+        if any(r not in (90, 180, 270) for r in rotations) or len(set(rotations)) < len(rotations):
+            raise ValueError("MODEL.MASK_CROP.ROTATIONS takes distinct angles out of 90, 180 and "
+                             f"270 (degrees); got {rotations}")
+        self.rotations = rotations
         self.train_context_jitter, self.train_flip = float(train_context_jitter), bool(train_flip)
         self.background = float(background)
         self.batch_size = max(1, int(batch_size))
@@ -168,6 +178,7 @@ class MaskCrop(nn.Module):
                 "logit_scale": mc.LOGIT_SCALE, "class_weight": ma.CLASS_WEIGHT,
                 "consistency_weight": ma.CONSISTENCY_WEIGHT, "void_weight": ma.VOID_WEIGHT,
                 "extra_contexts": tuple(mc.EXTRA_CONTEXTS), "flip": mc.FLIP,
+                "rotations": tuple(mc.ROTATIONS),
                 "train_context_jitter": mc.TRAIN_CONTEXT_JITTER, "train_flip": mc.TRAIN_FLIP}
 
     def text_embeddings(self, vocab: Any, shared: Tensor) -> Tensor:
@@ -231,12 +242,18 @@ class MaskCrop(nn.Module):
                 if self.training and self.train_flip:
                     mirror = torch.rand(b * q, device=images.device) < 0.5
                     crops = torch.where(mirror[:, None, None, None], crops.flip(-1), crops)
-                for view in (crops, crops.flip(-1)) if self.flip else (crops,):
+                for view in self._views(crops):
                     e = torch.cat([encode(c) for c in view.split(self.batch_size)])
                     emb = emb + F.normalize(e.float(), dim=-1)
         emb = F.normalize(emb, dim=-1).reshape(b, q, self.embed_dim)
         logits = cosine_logits(emb, text_emb, self.logit_scale, self.void_logit)
         return ClassifierOutput(logits=logits, embeddings=emb)
+
+    def _views(self, crops: Tensor) -> list[Tensor]:
+        """The test-time views of ``crops``: as cut, turned by each of ``rotations``, and each of
+        those mirrored left-right with ``flip``."""
+        turned = [crops] + [crops.rot90(r // 90, dims=(-2, -1)) for r in self.rotations]
+        return [v for t in turned for v in ((t, t.flip(-1)) if self.flip else (t,))]
 
     def caption_loss(self, images: Tensor, captions: list[str], backbone: Any) -> Tensor:
         """Symmetric InfoNCE between whole ``images`` ([N, 3, H, W], CLIP-normalised, resized

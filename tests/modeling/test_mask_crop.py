@@ -109,6 +109,25 @@ def test_test_time_ensemble_averages_box_sizes_and_mirror_images():
     assert clf.contexts == (1.5, 1.75, 2.0) and clf.flip
 
 
+def test_test_time_rotations_average_turned_crops_and_their_mirror_images():
+    bb, images, masks, text, dense = _clip_and_two_masks()
+    kw = dict(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, crop_size=64, context=1.5)
+    turned = MaskCrop(rotations=(180, 90), flip=True, **kw)
+    crops = turned.crops(images, masks)
+    views = [crops, crops.rot90(2, dims=(-2, -1)), crops.rot90(1, dims=(-2, -1))]
+    views += [v.flip(-1) for v in views]
+    ref = sum(F.normalize(bb.clip.encode_image(v), dim=-1) for v in views)
+    out = turned(dense, masks, text, bb, images=images)
+    assert torch.allclose(out.embeddings, F.normalize(ref, dim=-1).reshape(1, 2, -1), atol=1e-5)
+    # a crop turned half a turn and mirrored is the crop mirrored top-bottom
+    assert torch.allclose(views[4], crops.flip(-2))
+    for bad in [(45,), (180, 180), (0,)]:
+        with pytest.raises(ValueError, match="MODEL.MASK_CROP.ROTATIONS"):
+            MaskCrop(rotations=bad, **kw)
+    cfg = tiny_cfg("MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.MASK_CROP.ROTATIONS", "(180,)")
+    assert build_model(cfg).classifier.rotations == (180,)
+
+
 def test_training_jitters_box_sizes_and_mirrors_crops_but_inference_does_not(monkeypatch):
     bb, images, masks, text, dense = _clip_and_two_masks(second=(30, 50, 50, 70))
     clf = MaskCrop(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, crop_size=32, context=1.5,
