@@ -101,7 +101,8 @@ class MaskCrop(nn.Module):
                  consistency_weight: float = 1.0, void_weight: float = 0.1,
                  learnable: bool = True, extra_contexts: tuple[float, ...] = (),
                  flip: bool = False, rotations: tuple[int, ...] = (),
-                 train_context_jitter: float = 0.0, train_flip: bool = False, tower: nn.Module | None = None,
+                 train_context_jitter: float = 0.0, train_flip: bool = False,
+                 train_rotate: bool = False, tower: nn.Module | None = None,
                  text_tower: nn.Module | None = None) -> None:
         """
         Args:
@@ -124,6 +125,8 @@ class MaskCrop(nn.Module):
                 ``(1 + j) ** u`` with ``u`` uniform in [-1, 1] (0 = off), so the tower learns
                 objects framed as loosely or tightly as imperfect predicted masks frame them.
             train_flip: in training, mirror each crop left-right with probability 1/2.
+            train_rotate: in training, turn each crop by an angle drawn uniformly from 0 and
+                ``rotations``, so that the tower learns the views it is shown at test time.
             tower: an image encoder (normalised Tensor[N,3,S,S] -> Tensor[N,embed_dim]) used
                 instead of ``backbone.encode_image``, e.g. a trainable copy of CLIP's.
             text_tower: a text encoder with ``encode_vocabulary(vocab) -> Tensor[S, D]`` (e.g.
@@ -157,6 +160,10 @@ class MaskCrop(nn.Module):
                              f"270 (degrees); got {rotations}")
         self.rotations = rotations
         self.train_context_jitter, self.train_flip = float(train_context_jitter), bool(train_flip)
+        if train_rotate and not rotations:
+            raise ValueError("MODEL.MASK_CROP.TRAIN_ROTATE turns crops by the angles of "
+                             "MODEL.MASK_CROP.ROTATIONS, which is empty")
+        self.train_rotate = bool(train_rotate)
         self.background = float(background)
         self.batch_size = max(1, int(batch_size))
         scale, void = torch.tensor(math.log(logit_scale)), torch.tensor(float(void_logit))
@@ -179,7 +186,8 @@ class MaskCrop(nn.Module):
                 "consistency_weight": ma.CONSISTENCY_WEIGHT, "void_weight": ma.VOID_WEIGHT,
                 "extra_contexts": tuple(mc.EXTRA_CONTEXTS), "flip": mc.FLIP,
                 "rotations": tuple(mc.ROTATIONS),
-                "train_context_jitter": mc.TRAIN_CONTEXT_JITTER, "train_flip": mc.TRAIN_FLIP}
+                "train_context_jitter": mc.TRAIN_CONTEXT_JITTER, "train_flip": mc.TRAIN_FLIP,
+                "train_rotate": mc.TRAIN_ROTATE}
 
     def text_embeddings(self, vocab: Any, shared: Tensor) -> Tensor:
         """The class embeddings to name masks with: ``text_tower``'s for ``vocab`` when there is
@@ -242,6 +250,8 @@ class MaskCrop(nn.Module):
                 if self.training and self.train_flip:
                     mirror = torch.rand(b * q, device=images.device) < 0.5
                     crops = torch.where(mirror[:, None, None, None], crops.flip(-1), crops)
+                if self.training and self.train_rotate:
+                    crops = self._turn_at_random(crops)
                 for view in self._views(crops):
                     e = torch.cat([encode(c) for c in view.split(self.batch_size)])
                     emb = emb + F.normalize(e.float(), dim=-1)
@@ -249,10 +259,21 @@ class MaskCrop(nn.Module):
         logits = cosine_logits(emb, text_emb, self.logit_scale, self.void_logit)
         return ClassifierOutput(logits=logits, embeddings=emb)
 
+    def _turn_at_random(self, crops: Tensor) -> Tensor:
+        """Each of ``crops`` turned by an angle drawn uniformly from 0 and ``rotations``."""
+        pick = torch.randint(len(self.rotations) + 1, (len(crops),), device=crops.device)
+        out = crops
+        for i, angle in enumerate(self.rotations, start=1):
+            turned = crops.rot90(angle // 90, dims=(-2, -1))
+            out = torch.where((pick == i)[:, None, None, None], turned, out)
+        return out
+
     def _views(self, crops: Tensor) -> list[Tensor]:
         """The test-time views of ``crops``: as cut, turned by each of ``rotations``, and each of
-        those mirrored left-right with ``flip``."""
-        turned = [crops] + [crops.rot90(r // 90, dims=(-2, -1)) for r in self.rotations]
+        those mirrored left-right with ``flip`` (in training with ``train_rotate`` the crops
+        were turned at random instead, and only the mirror images are added)."""
+        angles = () if self.training and self.train_rotate else self.rotations
+        turned = [crops] + [crops.rot90(r // 90, dims=(-2, -1)) for r in angles]
         return [v for t in turned for v in ((t, t.flip(-1)) if self.flip else (t,))]
 
     def caption_loss(self, images: Tensor, captions: list[str], backbone: Any) -> Tensor:

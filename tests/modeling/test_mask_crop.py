@@ -128,6 +128,32 @@ def test_test_time_rotations_average_turned_crops_and_their_mirror_images():
     assert build_model(cfg).classifier.rotations == (180,)
 
 
+def test_training_turns_each_crop_by_one_of_the_test_time_angles(monkeypatch):
+    bb, images, masks, text, dense = _clip_and_two_masks(second=(30, 50, 50, 70))
+    clf = MaskCrop(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, crop_size=32, context=1.5,
+                   rotations=(90, 180), train_rotate=True)
+    seen = []
+    encode = bb.encode_image
+    monkeypatch.setattr(bb, "encode_image", lambda x: seen.append(x) or encode(x))
+    plain = clf.crops(images, masks)
+    turns = [plain, plain.rot90(1, dims=(-2, -1)), plain.rot90(2, dims=(-2, -1))]
+    clf.train()
+    counts = [0, 0, 0]
+    for _ in range(15):
+        clf(dense, masks, text, bb, images=images)
+        assert len(seen) == 1  # training shows one view per crop
+        for i in range(2):
+            (k,) = [k for k in range(3) if torch.allclose(seen[0][i], turns[k][i])]
+            counts[k] += 1
+        seen.clear()
+    assert all(c > 0 for c in counts)
+    clf.eval()
+    clf(dense, masks, text, bb, images=images)
+    assert len(seen) == 3 and torch.allclose(seen[0], plain)  # inference: every view
+    with pytest.raises(ValueError, match="TRAIN_ROTATE.*ROTATIONS"):
+        MaskCrop(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, train_rotate=True)
+
+
 def test_training_jitters_box_sizes_and_mirrors_crops_but_inference_does_not(monkeypatch):
     bb, images, masks, text, dense = _clip_and_two_masks(second=(30, 50, 50, 70))
     clf = MaskCrop(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, crop_size=32, context=1.5,
