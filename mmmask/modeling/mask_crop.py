@@ -187,7 +187,9 @@ class MaskCrop(nn.Module):
                 "extra_contexts": tuple(mc.EXTRA_CONTEXTS), "flip": mc.FLIP,
                 "rotations": tuple(mc.ROTATIONS),
                 "train_context_jitter": mc.TRAIN_CONTEXT_JITTER, "train_flip": mc.TRAIN_FLIP,
-                "train_rotate": mc.TRAIN_ROTATE}
+                # only a crop classifier that trains turns its crops: a shipped config that
+                # records TRAIN_ROTATE still loads for inference with ROTATIONS ()
+                "train_rotate": mc.TRAIN_ROTATE and mc.TRAIN}
 
     def text_embeddings(self, vocab: Any, shared: Tensor) -> Tensor:
         """The class embeddings to name masks with: ``text_tower``'s for ``vocab`` when there is

@@ -152,6 +152,11 @@ def test_training_turns_each_crop_by_one_of_the_test_time_angles(monkeypatch):
     assert len(seen) == 3 and torch.allclose(seen[0], plain)  # inference: every view
     with pytest.raises(ValueError, match="TRAIN_ROTATE.*ROTATIONS"):
         MaskCrop(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, train_rotate=True)
+    opts = ["MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.MASK_CROP.TRAIN_ROTATE", "True",
+            "MODEL.MASK_CROP.ROTATIONS", "()"]
+    assert not build_model(tiny_cfg(*opts)).classifier.train_rotate  # inference: no turns
+    with pytest.raises(ValueError, match="TRAIN_ROTATE.*ROTATIONS"):
+        build_model(tiny_cfg(*opts, "MODEL.MASK_CROP.TRAIN", "True"))
 
 
 def test_training_jitters_box_sizes_and_mirrors_crops_but_inference_does_not(monkeypatch):

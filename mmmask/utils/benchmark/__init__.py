@@ -13,7 +13,8 @@ results, a list of headline figures with targets); :func:`format_table` prints t
 - ``text``: text classifier padded to the full context / truncated to the longest prompt;
 - ``eval``: mIoU accumulation megapixels/s; ``memory``: peak memory of one inference;
 - ``shipped``: the shipped Shapes-OV segmenter through the Predictor, with each of its inference
-  settings (neck cut, mirrored crops, leftover cut, mask refinement) / the same without it.
+  settings (neck cut, mirrored crops, half-turned crops, leftover cut, mask refinement) / the
+  same without it.
 """
 
 from __future__ import annotations

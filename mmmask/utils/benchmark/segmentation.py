@@ -282,6 +282,7 @@ def peak_memory(clip_name: str, size: int, *, num_queries: int = 100,
 SHIPPED_SETTINGS = {
     "neck cut": ["MODEL.TEST.NECK_SPLIT.ENABLED", "False"],
     "mirrored crops": ["MODEL.MASK_CROP.FLIP", "False"],
+    "half-turned crops": ["MODEL.MASK_CROP.ROTATIONS", "()"],
     "leftover cut": ["MODEL.TEST.LEFTOVER_SPLIT.GRID", "0"],
     "mask refinement": ["MODEL.TEST.MASK_REFINE.ENABLED", "False"],
 }
