@@ -160,9 +160,6 @@ class MaskCrop(nn.Module):
                              f"270 (degrees); got {rotations}")
         self.rotations = rotations
         self.train_context_jitter, self.train_flip = float(train_context_jitter), bool(train_flip)
-        if train_rotate and not rotations:
-            raise ValueError("MODEL.MASK_CROP.TRAIN_ROTATE turns crops by the angles of "
-                             "MODEL.MASK_CROP.ROTATIONS, which is empty")
         self.train_rotate = bool(train_rotate)
         self.background = float(background)
         self.batch_size = max(1, int(batch_size))
@@ -187,9 +184,7 @@ class MaskCrop(nn.Module):
                 "extra_contexts": tuple(mc.EXTRA_CONTEXTS), "flip": mc.FLIP,
                 "rotations": tuple(mc.ROTATIONS),
                 "train_context_jitter": mc.TRAIN_CONTEXT_JITTER, "train_flip": mc.TRAIN_FLIP,
-                # only a crop classifier that trains turns its crops: a shipped config that
-                # records TRAIN_ROTATE still loads for inference with ROTATIONS ()
-                "train_rotate": mc.TRAIN_ROTATE and mc.TRAIN}
+                "train_rotate": mc.TRAIN_ROTATE}
 
     def text_embeddings(self, vocab: Any, shared: Tensor) -> Tensor:
         """The class embeddings to name masks with: ``text_tower``'s for ``vocab`` when there is
@@ -262,7 +257,12 @@ class MaskCrop(nn.Module):
         return ClassifierOutput(logits=logits, embeddings=emb)
 
     def _turn_at_random(self, crops: Tensor) -> Tensor:
-        """Each of ``crops`` turned by an angle drawn uniformly from 0 and ``rotations``."""
+        """Each of ``crops`` turned by an angle drawn uniformly from 0 and ``rotations`` (checked
+        here, when training, so that a config recording ``train_rotate`` still serves inference
+        without the turned views)."""
+        if not self.rotations:
+            raise ValueError("MODEL.MASK_CROP.TRAIN_ROTATE turns crops by the angles of "
+                             "MODEL.MASK_CROP.ROTATIONS, which is empty")
         pick = torch.randint(len(self.rotations) + 1, (len(crops),), device=crops.device)
         out = crops
         for i, angle in enumerate(self.rotations, start=1):

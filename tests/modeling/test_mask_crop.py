@@ -150,13 +150,16 @@ def test_training_turns_each_crop_by_one_of_the_test_time_angles(monkeypatch):
     clf.eval()
     clf(dense, masks, text, bb, images=images)
     assert len(seen) == 3 and torch.allclose(seen[0], plain)  # inference: every view
-    with pytest.raises(ValueError, match="TRAIN_ROTATE.*ROTATIONS"):
-        MaskCrop(dense_dim=bb.dense_dim, embed_dim=bb.embed_dim, train_rotate=True)
-    opts = ["MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.MASK_CROP.TRAIN_ROTATE", "True",
-            "MODEL.MASK_CROP.ROTATIONS", "()"]
-    assert not build_model(tiny_cfg(*opts)).classifier.train_rotate  # inference: no turns
-    with pytest.raises(ValueError, match="TRAIN_ROTATE.*ROTATIONS"):
-        build_model(tiny_cfg(*opts, "MODEL.MASK_CROP.TRAIN", "True"))
+    # TRAIN_ROTATE without angles: inference runs (one view), training fails with one message
+    cfg = tiny_cfg("MODEL.MASK_CLASSIFIER.NAME", "MaskCrop", "MODEL.MASK_CROP.TRAIN_ROTATE", "True",
+                   "MODEL.MASK_CROP.ROTATIONS", "()")
+    unturned = build_model(cfg).classifier
+    assert unturned.train_rotate and unturned.rotations == ()
+    unturned.eval()
+    assert unturned(dense, masks, text, bb, images=images).logits.shape == (1, 2, 6)
+    unturned.train()
+    with pytest.raises(ValueError, match="TRAIN_ROTATE.*ROTATIONS.*empty"):
+        unturned(dense, masks, text, bb, images=images)
 
 
 def test_training_jitters_box_sizes_and_mirrors_crops_but_inference_does_not(monkeypatch):
