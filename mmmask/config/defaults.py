@@ -197,7 +197,8 @@ _C.MODEL.MASK_CROP.TRAIN = False
 # [-1, 1] (j = TRAIN_CONTEXT_JITTER; 0 = off), and TRAIN_FLIP mirrors half the crops left-right.
 _C.MODEL.MASK_CROP.TRAIN_CONTEXT_JITTER = 0.0
 _C.MODEL.MASK_CROP.TRAIN_FLIP = False
-# While TRAIN: turn each crop by an angle drawn uniformly from 0 and ROTATIONS (the test-time views).
+# In training (TRAIN, or a MaskCrop main classifier): turn each crop by an angle drawn uniformly
+# from 0 and ROTATIONS (the test-time views; an empty ROTATIONS fails at the first step).
 _C.MODEL.MASK_CROP.TRAIN_ROTATE = False
 # The frame of the masks TRAIN learns from: "features" (the mask features' 1/4 resolution, as the
 # Mask-Adapter) or "image" (ground-truth masks at the image's resolution, predicted masks resized
