@@ -119,8 +119,12 @@ def test_test_time_rotations_average_turned_crops_and_their_mirror_images():
     ref = sum(F.normalize(bb.clip.encode_image(v), dim=-1) for v in views)
     out = turned(dense, masks, text, bb, images=images)
     assert torch.allclose(out.embeddings, F.normalize(ref, dim=-1).reshape(1, 2, -1), atol=1e-5)
-    # a crop turned half a turn and mirrored is the crop mirrored top-bottom
-    assert torch.allclose(views[4], crops.flip(-2))
+    # with (180,) and flip the views are the dihedral four: as cut, mirrored left-right,
+    # mirrored top-bottom (turned half a turn and mirrored) and turned half a turn
+    half = MaskCrop(rotations=(180,), flip=True, **kw)._views(crops)
+    expected = [crops, crops.flip(-1), crops.flip(-2), crops.flip(-1).flip(-2)]
+    assert len(half) == 4
+    assert all(any(torch.equal(v, e) for v in half) for e in expected)
     for bad in [(45,), (180, 180), (0,)]:
         with pytest.raises(ValueError, match="MODEL.MASK_CROP.ROTATIONS"):
             MaskCrop(rotations=bad, **kw)
